@@ -1,0 +1,47 @@
+//! Cairn's data layer: one [`Store`] over SQLite (the default: a file in the data directory) or
+//! PostgreSQL (for several replicas), with a forward-only migration series for each.
+//!
+//! Every query is written once in SQL both engines accept and type-checked against both
+//! drivers through [`on_pool!`]; the few parts that differ by dialect (full-text, vectors,
+//! locking) choose their SQL by [`Backend`]. Why one crate and not one per backend:
+//! `docs/decisions/0001-one-store-two-backends.md`.
+//!
+//! - [`db`]: opening the pool, retries, ping.
+//! - [`migrate`]: the embedded migrations and the schema-version checks.
+//! - [`schema`]: a neutral description of the live schema (for the drift test).
+//! - [`types`]: [`Id`] and [`Timestamp`], mapped to each backend's natural type.
+//! - [`settings`]: system settings with optimistic versions.
+
+pub mod db;
+pub mod error;
+pub mod migrate;
+pub mod schema;
+pub mod settings;
+pub mod testing;
+pub mod types;
+mod url;
+
+pub use db::{Backend, ConnectError, ConnectOptions, Db, Pool, PoolStats};
+pub use error::{StoreError, StoreResult};
+pub use types::{Id, Timestamp};
+pub use url::redact_url;
+
+/// The data layer the server talks to. Cheap to clone; all clones share one pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+}

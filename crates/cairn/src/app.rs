@@ -1,0 +1,270 @@
+//! Building and running the server: [`Application::build`] takes a [`Config`] by value, checks
+//! it, binds the listener (or takes one given, as tests do with port 0), prepares the data
+//! directory and keys, opens and migrates the database, and returns an application ready to
+//! serve until a shutdown signal, after which it drains in-flight requests up to a deadline.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::{HeaderName, HeaderValue};
+use axum::Router;
+use cairn_store::{ConnectOptions, Db, Store};
+use thiserror::Error;
+use tokio::net::TcpListener;
+
+use crate::config::production::{self, Problem};
+use crate::config::{Config, Mode};
+use crate::datadir::{self, DataDirError};
+use crate::keys::{KeyError, KeyRing};
+use crate::ops::health::HealthCache;
+use crate::ops::metrics::Metrics;
+
+/// Shared state handed to every handler.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub store: Store,
+    pub keys: KeyRing,
+    pub metrics: Metrics,
+    pub health: HealthCache,
+    pub redis: Option<redis::aio::ConnectionManager>,
+    pub started: Instant,
+    /// Set when shutdown begins, so readiness fails while requests drain.
+    pub draining: AtomicBool,
+    pub security_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Why the server could not start. Each message says what to do about it.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("production mode refuses to start:\n{}", list(.0))]
+    Unsafe(Vec<Problem>),
+    #[error("cannot listen on {addr}: {error}. {hint}")]
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+        hint: &'static str,
+    },
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Database(#[from] cairn_store::ConnectError),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] cairn_store::StoreError),
+    #[error("cannot reach Redis at {url}: {error}. Check that it runs and that CAIRN_REDIS_URL is right")]
+    Redis { url: String, error: String },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A built server, listening, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Check the configuration, bind `config.listen`, and prepare everything to serve.
+    pub async fn build(config: Config) -> Result<Application, StartError> {
+        refuse_unsafe(&config)?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|error| bind_error(config.listen, error))?;
+        Self::build_with_listener(config, listener, None).await
+    }
+
+    /// As [`build`](Self::build), on a listener the caller bound, with optional extra routes
+    /// mounted under the same middleware (tests use this for probes).
+    pub async fn build_with_listener(
+        config: Config,
+        listener: TcpListener,
+        extra_routes: Option<Router<AppState>>,
+    ) -> Result<Application, StartError> {
+        refuse_unsafe(&config)?;
+        let dir = datadir::prepare(&config.data_dir)?;
+        if dir.created {
+            tracing::info!(path = %config.data_dir.display(), "created the data directory (owner-only)");
+        }
+        if let Some(mode) = dir.loose_mode {
+            tracing::warn!(
+                path = %config.data_dir.display(), mode = format!("{mode:o}"),
+                "the data directory is readable by other users; `chmod 700` it"
+            );
+        }
+        let (keys, report) = KeyRing::load_or_generate(&config)?;
+        for name in report.generated {
+            tracing::info!(
+                secret = name,
+                dir = %config.data_dir.join("secrets").display(),
+                "generated a new secret (back up the data directory's secrets/ folder)"
+            );
+        }
+        let store = open_store(&config).await?;
+        let redis = match &config.redis_url {
+            Some(url) => Some(connect_redis(url.expose()).await?),
+            None => None,
+        };
+        let security_headers = crate::http::security_headers(&config);
+        let state = AppState(Arc::new(Inner {
+            config,
+            store,
+            keys,
+            metrics: Metrics::new(),
+            health: HealthCache::default(),
+            redis,
+            started: Instant::now(),
+            draining: AtomicBool::new(false),
+            security_headers,
+        }));
+        let router = crate::http::router(state.clone(), extra_routes);
+        Ok(Application {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serve until `shutdown` resolves, then stop accepting, let in-flight requests finish for
+    /// up to `http.shutdown_grace_secs`, and close the database.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Application {
+            listener,
+            router,
+            state,
+        } = self;
+        let grace = state.config.http.shutdown_grace;
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let drain_state = state.clone();
+        let signal = async move {
+            shutdown.await;
+            drain_state.draining.store(true, Ordering::Relaxed);
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "shutting down: draining in-flight requests"
+            );
+            let _ = started_tx.send(());
+        };
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal);
+        let deadline = async move {
+            if started_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = server => result?,
+            _ = deadline => tracing::warn!("drain deadline reached; closing remaining connections"),
+        }
+        state.store.db().close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn refuse_unsafe(config: &Config) -> Result<(), StartError> {
+    let problems = production::problems(config);
+    match config.mode {
+        Mode::Production if !problems.is_empty() => Err(StartError::Unsafe(problems)),
+        Mode::Production => Ok(()),
+        Mode::Development => Ok(()),
+    }
+}
+
+/// In development, say what production would refuse.
+pub fn development_banner(config: &Config) -> Vec<String> {
+    if config.mode != Mode::Development {
+        return Vec::new();
+    }
+    production::problems(config)
+        .into_iter()
+        .map(|p| p.message)
+        .collect()
+}
+
+fn bind_error(addr: SocketAddr, error: std::io::Error) -> StartError {
+    let hint = match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "Another process uses that port: stop it, or set CAIRN_LISTEN (or --listen) to a free address"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "Ports below 1024 need privileges: use a higher port, or grant CAP_NET_BIND_SERVICE"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "That address is not on this machine: use 127.0.0.1 or 0.0.0.0 in CAIRN_LISTEN"
+        }
+        _ => "Check CAIRN_LISTEN (or --listen)",
+    };
+    StartError::Bind { addr, error, hint }
+}
+
+/// Open the database named by the configuration and bring its schema up to date.
+pub async fn open_store(config: &Config) -> Result<Store, StartError> {
+    let db = connect_db(config).await?;
+    let applied = cairn_store::migrate::run(&db).await?;
+    for m in &applied {
+        tracing::info!(version = m.version, description = %m.description, "applied migration");
+    }
+    Ok(Store::new(db))
+}
+
+/// Open the database without touching its schema.
+pub async fn connect_db(config: &Config) -> Result<Db, StartError> {
+    let mut opts = ConnectOptions::new(config.effective_database_url());
+    opts.max_connections = config.database.max_connections;
+    opts.acquire_timeout = config.database.acquire_timeout;
+    opts.connect_attempts = config.database.connect_attempts;
+    Ok(Db::connect(&opts).await?)
+}
+
+async fn connect_redis(url: &str) -> Result<redis::aio::ConnectionManager, StartError> {
+    let redacted = cairn_store::redact_url(url);
+    let err = |e: redis::RedisError| StartError::Redis {
+        url: redacted.clone(),
+        error: e.to_string(),
+    };
+    let client = redis::Client::open(url).map_err(err)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(std::time::Duration::from_secs(5))
+        .set_number_of_retries(3);
+    redis::aio::ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(err)
+}

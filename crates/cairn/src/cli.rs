@@ -1,0 +1,507 @@
+//! The `cairn` command line: argument definitions and what each subcommand does. Anything
+//! with more logic than wiring lives in the module it belongs to.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{self, Application};
+use crate::config::{self, Config, ConfigError, Inputs, LogFormat, Mode};
+use crate::keys;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Cairn: a self-hosted AI workspace for teams, in one binary.",
+    long_about = "Cairn: a self-hosted AI workspace for teams, in one binary.\n\n\
+        Configuration comes from defaults, a TOML file, CAIRN_* environment variables, \
+        CAIRN_*_FILE secret files and flags, in that order of precedence. \
+        `cairn config reference` lists every setting."
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Default: <data dir>/cairn.toml when it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (database, secrets, files). Default: ./cairn-data.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Set any setting, e.g. --set http.body_limit_bytes=1048576. Repeatable; wins over all else.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (API, web app, workers) until SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
+    /// Bring the database schema up to date, or show what would change.
+    Migrate {
+        /// List the migrations that would run, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Inspect and validate the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage secret material.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Ask a running server for its health; exit 0 when healthy (for container health checks).
+    Health {
+        /// The health URL. Default: /api/health on the configured listen address.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 5, value_name = "SECS")]
+        timeout_secs: u64,
+    },
+    /// Print the version.
+    Version {
+        /// As JSON, with the schema versions this binary knows.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, e.g. 0.0.0.0:8080 (the `listen` setting).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and list every problem; exit 1 if there is any.
+    Check {
+        /// Also apply production mode's checks, whatever `env` says.
+        #[arg(long)]
+        production: bool,
+    },
+    /// Print each setting's effective value (secrets redacted) and where it came from.
+    Show {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the reference of every setting as Markdown (docs/configuration.md).
+    Reference,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Write fresh secrets to DIR, one file each, ready for CAIRN_*_FILE.
+    Generate {
+        /// Directory to write into (created owner-only if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Replace files that already exist.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+impl Cli {
+    fn inputs(&self, listen: Option<&str>) -> Result<Inputs, String> {
+        let mut inputs = Inputs::from_process_env();
+        inputs.config_file = self.config.clone();
+        if let Some(dir) = &self.data_dir {
+            inputs.flags.push((
+                "data_dir".into(),
+                dir.display().to_string(),
+                "--data-dir".into(),
+            ));
+        }
+        for item in &self.set {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| format!("--set {item}: expected KEY=VALUE"))?;
+            inputs.flags.push((
+                key.trim().into(),
+                value.into(),
+                format!("--set {}", key.trim()),
+            ));
+        }
+        if let Some(listen) = listen {
+            inputs
+                .flags
+                .push(("listen".into(), listen.into(), "--listen".into()));
+        }
+        Ok(inputs)
+    }
+
+    fn load(&self, listen: Option<&str>) -> Result<Config, ExitCode> {
+        let inputs = self.inputs(listen).map_err(|e| {
+            eprintln!("cairn: {e}");
+            ExitCode::from(2)
+        })?;
+        Config::load(&inputs).map_err(|errors| {
+            print_config_errors(&errors);
+            ExitCode::from(2)
+        })
+    }
+}
+
+fn print_config_errors(errors: &[ConfigError]) {
+    eprintln!("cairn: the configuration has {} problem(s):", errors.len());
+    for e in errors {
+        eprintln!("  - {e}");
+    }
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cairn: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+async fn dispatch(cli: Cli) -> ExitCode {
+    match &cli.command {
+        Command::Serve(args) => serve(&cli, args).await,
+        Command::Migrate { dry_run } => migrate(&cli, *dry_run).await,
+        Command::Config(ConfigCommand::Check { production }) => config_check(&cli, *production),
+        Command::Config(ConfigCommand::Show { json }) => config_show(&cli, *json),
+        Command::Config(ConfigCommand::Reference) => {
+            print!("{}", config::reference_markdown());
+            ExitCode::SUCCESS
+        }
+        Command::Secrets(SecretsCommand::Generate { out, force }) => secrets_generate(out, *force),
+        Command::Health { url, timeout_secs } => health(&cli, url.as_deref(), *timeout_secs).await,
+        Command::Version { json } => {
+            version(*json);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn serve(cli: &Cli, args: &ServeArgs) -> ExitCode {
+    let config = match cli.load(args.listen.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    crate::telemetry::init(config.log_format, &config.log_level);
+    for relaxed in app::development_banner(&config) {
+        tracing::warn!(
+            "development mode relaxes: {relaxed} (production would refuse to start; CAIRN_ENV=production enforces)"
+        );
+    }
+    let app = match Application::build(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("cairn: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = match app.local_addr() {
+        Ok(addr) => display_url(addr),
+        Err(_) => String::from("(unknown address)"),
+    };
+    tracing::info!(url = %url, version = env!("CARGO_PKG_VERSION"), "Cairn is listening on {url}");
+    match app.run_until(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "server error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The URL to print for a listen address: a wildcard bind is reachable on loopback.
+fn display_url(addr: std::net::SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        ip => ip.to_string(),
+    };
+    format!("http://{ip}:{}", addr.port())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+async fn migrate(cli: &Cli, dry_run: bool) -> ExitCode {
+    let config = match cli.load(None) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    crate::telemetry::init(LogFormat::Pretty, "warn");
+    if let Err(e) = crate::datadir::prepare(&config.data_dir) {
+        eprintln!("cairn: {e}");
+        return ExitCode::FAILURE;
+    }
+    let db = match app::connect_db(&config).await {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = cairn_store::redact_url(&config.effective_database_url());
+    let status = match cairn_store::migrate::status(&db).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cairn: cannot read the schema version: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "database {url} ({}): schema version {}, this binary knows {}",
+        db.backend().name(),
+        status.current,
+        status.latest
+    );
+    if status.current > status.latest {
+        eprintln!(
+            "cairn: {}",
+            cairn_store::StoreError::SchemaTooNew {
+                database: status.current,
+                binary: status.latest
+            }
+        );
+        return ExitCode::FAILURE;
+    }
+    if dry_run {
+        if status.pending.is_empty() {
+            println!("up to date: nothing would run");
+        }
+        for m in &status.pending {
+            println!("would apply {:04} {}", m.version, m.description);
+        }
+        return ExitCode::SUCCESS;
+    }
+    match cairn_store::migrate::run(&db).await {
+        Ok(applied) => {
+            if applied.is_empty() {
+                println!("up to date: nothing to apply");
+            }
+            for m in applied {
+                println!("applied {:04} {}", m.version, m.description);
+            }
+            db.close().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cairn: migration failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_check(cli: &Cli, force_production: bool) -> ExitCode {
+    let config = match cli.load(None) {
+        Ok(c) => c,
+        Err(_) => return ExitCode::FAILURE,
+    };
+    let mut problems: Vec<String> = keys::validate_provided(&config);
+    let production_problems = config::production::problems(&config);
+    let strict = force_production || config.mode == Mode::Production;
+    if strict {
+        problems.extend(production_problems.iter().map(|p| p.to_string()));
+    }
+    if let Some(file) = config.file() {
+        println!("configuration file: {}", file.display());
+    }
+    if problems.is_empty() {
+        println!(
+            "configuration OK ({})",
+            if strict {
+                "production checks applied"
+            } else {
+                "development"
+            }
+        );
+        if !strict && !production_problems.is_empty() {
+            println!("production mode would refuse:");
+            for p in &production_problems {
+                println!("  - {p}");
+            }
+        }
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "cairn: the configuration has {} problem(s):",
+            problems.len()
+        );
+        for p in problems {
+            eprintln!("  - {p}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+fn config_show(cli: &Cli, json: bool) -> ExitCode {
+    let config = match cli.load(None) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let entries = config.entries();
+    if json {
+        match serde_json::to_string_pretty(&entries) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("cairn: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let key_w = entries.iter().map(|e| e.key.len()).max().unwrap_or(0);
+    let val_w = entries
+        .iter()
+        .map(|e| e.value.chars().count().max(2))
+        .max()
+        .unwrap_or(0)
+        .min(48);
+    for e in entries {
+        let value = if e.value.is_empty() {
+            "—"
+        } else {
+            e.value.as_str()
+        };
+        println!("{:key_w$}  {:val_w$}  {}", e.key, value, e.source);
+    }
+    ExitCode::SUCCESS
+}
+
+fn secrets_generate(out: &Path, force: bool) -> ExitCode {
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode_owner_only()
+        .create(out)
+    {
+        eprintln!("cairn: cannot create {}: {e}", out.display());
+        return ExitCode::FAILURE;
+    }
+    let existing: Vec<_> = keys::ALL_FILES
+        .iter()
+        .map(|n| out.join(n))
+        .filter(|p| p.exists())
+        .collect();
+    if !existing.is_empty() && !force {
+        eprintln!(
+            "cairn: {} already exist(s) in {}; pass --force to replace (tokens, cookies and encrypted data made with the old keys stop working)",
+            existing.len(),
+            out.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    for name in keys::ALL_FILES {
+        let path = out.join(name);
+        let written = keys::generate(name).and_then(|text| {
+            if force {
+                let _ = std::fs::remove_file(&path);
+            }
+            keys::write_owner_only(&path, text.as_bytes())
+        });
+        if let Err(e) = written {
+            eprintln!("cairn: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    println!(
+        "wrote {} secrets to {} (owner-only). Point Cairn at them with:",
+        keys::ALL_FILES.len(),
+        out.display()
+    );
+    for (name, setting) in
+        keys::ALL_FILES
+            .iter()
+            .zip(["signing_key", "data_key", "cookie_key", "metrics.token"])
+    {
+        if let Some(var) = config::spec::find(setting).and_then(|s| s.file_var()) {
+            println!("  {var}={}", out.join(name).display());
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+trait OwnerOnly {
+    fn mode_owner_only(&mut self) -> &mut Self;
+}
+
+impl OwnerOnly for std::fs::DirBuilder {
+    fn mode_owner_only(&mut self) -> &mut Self {
+        use std::os::unix::fs::DirBuilderExt;
+        self.mode(0o700)
+    }
+}
+
+async fn health(cli: &Cli, url: Option<&str>, timeout_secs: u64) -> ExitCode {
+    let url = match url {
+        Some(u) => u.to_owned(),
+        None => {
+            let listen = cli
+                .load(None)
+                .map(|c| c.listen)
+                .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
+            format!("{}/api/health", display_url(listen))
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(timeout_secs), crate::probe::get(&url)).await {
+        Ok(Ok((status, body))) => {
+            println!("{body}");
+            if status == 200 {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("cairn: {url} answered {status}");
+                ExitCode::FAILURE
+            }
+        }
+        Ok(Err(e)) => {
+            eprintln!("cairn: cannot reach {url}: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("cairn: {url} did not answer within {timeout_secs} s");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn version(json: bool) {
+    use cairn_store::{migrate::latest_version, Backend};
+    if json {
+        let v = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "schema": {
+                "sqlite": latest_version(Backend::Sqlite),
+                "postgres": latest_version(Backend::Postgres),
+            }
+        });
+        println!("{v}");
+    } else {
+        println!("cairn {}", env!("CARGO_PKG_VERSION"));
+    }
+}

@@ -1,0 +1,491 @@
+//! Cairn's configuration: one typed [`Config`], loaded in layers (defaults < TOML file <
+//! `CAIRN_*` environment < `CAIRN_*_FILE` secrets < flags) and passed by value into the
+//! application. Never a global.
+//!
+//! - [`spec`]: the table of every setting (the single source of the reference docs).
+//! - [`load`]: reading the layers into text values that remember their source.
+//! - [`production`]: the checks production mode refuses to start without.
+//! - [`secret`]: the redacting [`Secret`] wrapper.
+
+pub mod load;
+pub mod production;
+pub mod secret;
+pub mod spec;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use url::Url;
+
+pub use load::{ConfigError, Inputs, Source};
+pub use secret::Secret;
+use spec::{Kind, SETTINGS};
+
+/// Development relaxes safety checks; production enforces them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    pub connect_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub request_timeout: Duration,
+    pub body_limit_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CorsConfig {
+    /// Exact origins; `any` is set instead when the list held `*`.
+    pub allowed_origins: Vec<String>,
+    pub any_origin: bool,
+    pub allow_credentials: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub allow_networks: Vec<IpNet>,
+    pub token: Option<Secret>,
+    pub public: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    pub check_cache: Duration,
+    pub check_timeout: Duration,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub public_url: Option<Url>,
+    /// `None`: SQLite in the data directory.
+    pub database_url: Option<Secret>,
+    pub redis_url: Option<Secret>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub signing_key: Option<Secret>,
+    pub data_key: Option<Secret>,
+    pub cookie_key: Option<Secret>,
+    pub database: DatabaseConfig,
+    pub http: HttpConfig,
+    pub cors: CorsConfig,
+    pub metrics: MetricsConfig,
+    pub health: HealthConfig,
+    raw: load::RawValues,
+}
+
+/// One line of `cairn config show`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Entry {
+    pub key: &'static str,
+    pub value: String,
+    pub source: String,
+}
+
+impl Config {
+    /// Load and validate; every problem is returned, not just the first.
+    pub fn load(inputs: &Inputs) -> Result<Config, Vec<ConfigError>> {
+        let raw = load::read_layers(inputs)?;
+        let mut p = Parser {
+            raw: &raw,
+            errors: Vec::new(),
+        };
+        let mode = match p.text("env") {
+            "production" => Mode::Production,
+            _ => Mode::Development,
+        };
+        let log_format = match p.text("log_format") {
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            _ => LogFormat::Auto,
+        };
+        let log_level = p.text("log_level").to_owned();
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            p.fail("log_level", format!("not a valid log filter: {e}"));
+        }
+        let config = Config {
+            mode,
+            data_dir: PathBuf::from(p.text("data_dir")),
+            listen: p
+                .parse("listen", "an address like 127.0.0.1:8080")
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            public_url: p.public_url(),
+            database_url: p.database_url(),
+            redis_url: p.redis_url(),
+            log_format,
+            log_level,
+            signing_key: p.secret("signing_key"),
+            data_key: p.secret("data_key"),
+            cookie_key: p.secret("cookie_key"),
+            database: DatabaseConfig {
+                max_connections: p.number("database.max_connections", 1, 10_000),
+                acquire_timeout: Duration::from_secs(p.number(
+                    "database.acquire_timeout_secs",
+                    1,
+                    3600,
+                )),
+                connect_attempts: p.number("database.connect_attempts", 1, 1000),
+            },
+            http: HttpConfig {
+                request_timeout: Duration::from_secs(p.number(
+                    "http.request_timeout_secs",
+                    1,
+                    86_400,
+                )),
+                body_limit_bytes: p.number("http.body_limit_bytes", 1024, 1 << 40),
+                shutdown_grace: Duration::from_secs(p.number("http.shutdown_grace_secs", 0, 3600)),
+                trusted_proxies: p.networks("http.trusted_proxies"),
+            },
+            cors: p.cors(),
+            metrics: MetricsConfig {
+                enabled: p.bool("metrics.enabled"),
+                allow_networks: p.networks("metrics.allow_networks"),
+                token: p.secret("metrics.token"),
+                public: p.bool("metrics.public"),
+            },
+            health: HealthConfig {
+                check_cache: Duration::from_millis(p.number("health.check_cache_ms", 0, 3_600_000)),
+                check_timeout: Duration::from_millis(p.number(
+                    "health.check_timeout_ms",
+                    10,
+                    600_000,
+                )),
+            },
+            raw: raw.clone(),
+        };
+        if p.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(p.errors)
+        }
+    }
+
+    /// Defaults only, with `data_dir` set: the starting point for tests and tools.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Result<Config, Vec<ConfigError>> {
+        let data_dir: PathBuf = data_dir.into();
+        Config::load(&Inputs {
+            flags: vec![(
+                "data_dir".into(),
+                data_dir.display().to_string(),
+                "--data-dir".into(),
+            )],
+            ..Inputs::default()
+        })
+    }
+
+    /// The configuration file that was read, if any.
+    pub fn file(&self) -> Option<&PathBuf> {
+        self.raw.file.as_ref()
+    }
+
+    /// The layer that set `key`.
+    pub fn source_of(&self, key: &str) -> Source {
+        self.raw.get(key).1.clone()
+    }
+
+    /// Every setting with its effective value (secrets redacted) and source.
+    pub fn entries(&self) -> Vec<Entry> {
+        SETTINGS
+            .iter()
+            .map(|s| {
+                let (value, source) = self.raw.get(s.key);
+                let value = match s.kind {
+                    Kind::Secret if value.is_empty() => String::new(),
+                    Kind::Secret => "<redacted>".to_owned(),
+                    Kind::CredentialUrl => cairn_store::redact_url(value),
+                    _ => value.to_owned(),
+                };
+                Entry {
+                    key: s.key,
+                    value,
+                    source: source.to_string(),
+                }
+            })
+            .collect()
+    }
+
+    /// The SQLite file used when no database URL is set.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.join("cairn.db")
+    }
+
+    /// The database URL in effect (the SQLite default spelled out).
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose().to_owned(),
+            None => format!("sqlite://{}", self.sqlite_path().display()),
+        }
+    }
+
+    /// Whether browsers reach Cairn over HTTPS (so cookies are `Secure` and HSTS is sent).
+    pub fn served_over_https(&self) -> bool {
+        self.public_url
+            .as_ref()
+            .is_some_and(|u| u.scheme() == "https")
+    }
+}
+
+struct Parser<'a> {
+    raw: &'a load::RawValues,
+    errors: Vec<ConfigError>,
+}
+
+impl Parser<'_> {
+    fn text(&mut self, key: &str) -> &str {
+        let raw = self.raw;
+        let (value, source) = raw.get(key);
+        if let Some(setting) = spec::find(key) {
+            if let Kind::Choice(options) = setting.kind {
+                if !options.contains(&value) {
+                    let source = source.clone();
+                    self.errors.push(ConfigError {
+                        key: key.into(),
+                        source,
+                        message: format!("`{value}` is not one of: {}", options.join(", ")),
+                    });
+                }
+            }
+        }
+        value
+    }
+
+    fn fail(&mut self, key: &str, message: String) {
+        let source = self.raw.get(key).1.clone();
+        self.errors.push(ConfigError {
+            key: key.into(),
+            source,
+            message,
+        });
+    }
+
+    fn parse<T: FromStr>(&mut self, key: &str, what: &str) -> Option<T> {
+        let value = self.raw.get(key).0;
+        match value.parse() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.fail(key, format!("expected {what}, got `{value}`"));
+                None
+            }
+        }
+    }
+
+    fn number<T: TryFrom<u64> + Default>(&mut self, key: &str, min: u64, max: u64) -> T {
+        let value = self.raw.get(key).0;
+        match value.trim().parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => T::try_from(n).unwrap_or_default(),
+            Ok(n) => {
+                self.fail(key, format!("{n} is out of range: use {min} to {max}"));
+                T::default()
+            }
+            Err(_) => {
+                self.fail(key, format!("expected a whole number, got `{value}`"));
+                T::default()
+            }
+        }
+    }
+
+    fn bool(&mut self, key: &str) -> bool {
+        match self.raw.get(key).0.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            other => {
+                let message = format!("expected true or false, got `{other}`");
+                self.fail(key, message);
+                false
+            }
+        }
+    }
+
+    fn list(&self, key: &str) -> Vec<String> {
+        self.raw
+            .get(key)
+            .0
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn secret(&mut self, key: &str) -> Option<Secret> {
+        let value = self.raw.get(key).0;
+        (!value.is_empty()).then(|| Secret::new(value))
+    }
+
+    fn networks(&mut self, key: &str) -> Vec<IpNet> {
+        let mut out = Vec::new();
+        for item in self.list(key) {
+            let parsed =
+                IpNet::from_str(&item).or_else(|_| IpAddr::from_str(&item).map(IpNet::from));
+            match parsed {
+                Ok(net) => out.push(net),
+                Err(_) => self.fail(
+                    key,
+                    format!("`{item}` is not a network like 10.0.0.0/8 or an IP address"),
+                ),
+            }
+        }
+        out
+    }
+
+    fn public_url(&mut self) -> Option<Url> {
+        let value = self.raw.get("public_url").0;
+        if value.is_empty() {
+            return None;
+        }
+        match Url::parse(value) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Some(url),
+            _ => {
+                self.fail(
+                    "public_url",
+                    format!("`{value}` is not an http(s) URL like https://cairn.example.com"),
+                );
+                None
+            }
+        }
+    }
+
+    fn database_url(&mut self) -> Option<Secret> {
+        let url = self.secret("database_url")?;
+        if cairn_store::Backend::from_url(url.expose()).is_none() {
+            self.fail(
+                "database_url",
+                format!(
+                    "`{}` is neither postgres://… nor sqlite://…",
+                    cairn_store::redact_url(url.expose())
+                ),
+            );
+        }
+        Some(url)
+    }
+
+    fn redis_url(&mut self) -> Option<Secret> {
+        let url = self.secret("redis_url")?;
+        let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
+            .iter()
+            .any(|p| url.expose().starts_with(p));
+        if !scheme_ok {
+            self.fail(
+                "redis_url",
+                format!(
+                    "`{}` is not a Redis URL like redis://127.0.0.1:6379",
+                    cairn_store::redact_url(url.expose())
+                ),
+            );
+        }
+        Some(url)
+    }
+
+    fn cors(&mut self) -> CorsConfig {
+        let mut allowed_origins = Vec::new();
+        let mut any_origin = false;
+        for origin in self.list("cors.allowed_origins") {
+            if origin == "*" {
+                any_origin = true;
+                continue;
+            }
+            match Url::parse(&origin) {
+                Ok(u)
+                    if matches!(u.scheme(), "http" | "https")
+                        && u.has_host()
+                        && u.path() == "/"
+                        && !origin.ends_with('/') =>
+                {
+                    allowed_origins.push(origin)
+                }
+                _ => self.fail(
+                    "cors.allowed_origins",
+                    format!("`{origin}` is not an origin like https://app.example.com (no path)"),
+                ),
+            }
+        }
+        CorsConfig {
+            allowed_origins,
+            any_origin,
+            allow_credentials: self.bool("cors.allow_credentials"),
+        }
+    }
+}
+
+/// `docs/configuration.md`, generated from the settings table and the production checks.
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "# Configuration reference\n\n\
+         Generated by `cairn config reference`; a test fails when this file and the code differ.\n\n\
+         Each setting can be given, from lowest to highest precedence:\n\n\
+         1. its default;\n\
+         2. in the TOML file (`--config FILE` or `CAIRN_CONFIG`, else `<data_dir>/cairn.toml` when present), \
+         with dotted keys as tables (`http.body_limit_bytes` is `body_limit_bytes` under `[http]`);\n\
+         3. in the environment as `CAIRN_` + the key in capitals with `.` as `__` \
+         (after the conventional names listed, such as `DATABASE_URL`);\n\
+         4. for secrets, in a file named by the variable + `_FILE` (as Docker and Kubernetes secrets are mounted);\n\
+         5. on the command line: `--set KEY=VALUE`, and `--data-dir`, `--listen` and `--config`.\n\n\
+         Unknown keys in the file and unknown `CAIRN_*` variables are errors. `cairn config show` prints \
+         the effective value of each setting and where it came from, secrets redacted.\n\n\
+         | Setting | Environment | Default | Meaning |\n|---|---|---|---|\n",
+    );
+    for s in SETTINGS {
+        let mut env = format!("`{}`", s.env_var());
+        if let Some(f) = s.file_var() {
+            env.push_str(&format!("<br>`{f}`"));
+        }
+        for a in s.aliases {
+            env.push_str(&format!("<br>`{a}`"));
+        }
+        let default = if s.default.is_empty() {
+            "—".to_owned()
+        } else {
+            format!("`{}`", s.default)
+        };
+        let kind = match s.kind {
+            Kind::Choice(options) => format!(" One of: {}.", options.join(", ")),
+            Kind::List => " A list (comma-separated in the environment).".to_owned(),
+            Kind::Secret => " Secret: never printed.".to_owned(),
+            Kind::CredentialUrl => " Printed with its password redacted.".to_owned(),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {}{} |\n",
+            s.key, env, default, s.help, kind
+        ));
+    }
+    out.push_str(
+        "\n## What production mode refuses\n\n\
+         With `env = \"production\"` Cairn checks the following before it starts and refuses to start \
+         when any fails, listing every problem at once with the setting that fixes it. \
+         `cairn config check` runs the same checks. In development, the same list is printed at \
+         start as what is relaxed.\n\n\
+         | Check | Fix |\n|---|---|\n",
+    );
+    for check in production::CHECKS {
+        out.push_str(&format!("| {} | {} |\n", check.what, check.fix));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

