@@ -66,12 +66,21 @@ impl Inputs {
     }
 }
 
-/// Every setting's raw text and where it came from.
-#[derive(Debug, Clone)]
+/// Every setting's raw text and where it came from. Its `Debug` shows sources, never values
+/// (they include secrets).
+#[derive(Clone)]
 pub struct RawValues {
     values: BTreeMap<&'static str, (String, Source)>,
     /// The configuration file that was read, if any.
     pub file: Option<PathBuf>,
+}
+
+impl fmt::Debug for RawValues {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.values.iter().map(|(k, (_, source))| (k, source)))
+            .finish()
+    }
 }
 
 impl RawValues {
