@@ -123,7 +123,7 @@ impl Application {
         }
         let store = open_store(&config).await?;
         let redis = match &config.redis_url {
-            Some(url) => Some(connect_redis(url.expose()).await?),
+            Some(url) => Some(connect_redis(url.expose(), &config).await?),
             None => None,
         };
         let security_headers = crate::http::security_headers(&config);
@@ -254,17 +254,40 @@ pub async fn connect_db(config: &Config) -> Result<Db, StartError> {
     Ok(Db::connect(&opts).await?)
 }
 
-async fn connect_redis(url: &str) -> Result<redis::aio::ConnectionManager, StartError> {
+/// Connect to Redis, retrying like the database (`database.connect_attempts`, backoff from
+/// 250 ms to 5 s), each attempt bounded by `database.acquire_timeout_secs`.
+async fn connect_redis(
+    url: &str,
+    config: &Config,
+) -> Result<redis::aio::ConnectionManager, StartError> {
     let redacted = cairn_store::redact_url(url);
-    let err = |e: redis::RedisError| StartError::Redis {
+    let fail = |error: String| StartError::Redis {
         url: redacted.clone(),
-        error: e.to_string(),
+        error,
     };
-    let client = redis::Client::open(url).map_err(err)?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(std::time::Duration::from_secs(5))
-        .set_number_of_retries(3);
-    redis::aio::ConnectionManager::new_with_config(client, config)
-        .await
-        .map_err(err)
+    let client = redis::Client::open(url).map_err(|e| fail(e.to_string()))?;
+    let timeout = config.database.acquire_timeout;
+    let manager_config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(timeout)
+        .set_response_timeout(timeout)
+        .set_number_of_retries(1)
+        .set_max_delay(2_000);
+    let attempts = config.database.connect_attempts.max(1);
+    let mut backoff = std::time::Duration::from_millis(250);
+    let mut last = String::new();
+    for attempt in 1..=attempts {
+        let connect =
+            redis::aio::ConnectionManager::new_with_config(client.clone(), manager_config.clone());
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(manager)) => return Ok(manager),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = format!("no answer within {} s", timeout.as_secs()),
+        }
+        if attempt < attempts {
+            tracing::warn!(url = %redacted, attempt, of = attempts, error = %last, "Redis not reachable yet");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+        }
+    }
+    Err(fail(format!("{last} (after {attempts} attempt(s))")))
 }

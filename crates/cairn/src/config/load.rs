@@ -102,8 +102,8 @@ const ENV_META: &[&str] = &["CAIRN_CONFIG"];
 /// Prefixes of variables for Cairn's tools rather than the server.
 const ENV_IGNORED_PREFIXES: &[&str] = &["CAIRN_TEST_", "CAIRN_BENCH_", "CAIRN_SERVICES_"];
 
-/// Read every layer. Returns all problems found, not just the first.
-pub fn read_layers(inputs: &Inputs) -> Result<RawValues, Vec<ConfigError>> {
+/// Read every layer. Returns the values read and all problems found, not just the first.
+pub fn read_layers(inputs: &Inputs) -> (RawValues, Vec<ConfigError>) {
     let mut errors = Vec::new();
     let mut raw = RawValues {
         values: SETTINGS
@@ -159,11 +159,7 @@ pub fn read_layers(inputs: &Inputs) -> Result<RawValues, Vec<ConfigError>> {
         }
     }
 
-    if errors.is_empty() {
-        Ok(raw)
-    } else {
-        Err(errors)
-    }
+    (raw, errors)
 }
 
 fn data_dir_before_file(inputs: &Inputs) -> String {

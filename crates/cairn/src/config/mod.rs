@@ -109,10 +109,10 @@ pub struct Entry {
 impl Config {
     /// Load and validate; every problem is returned, not just the first.
     pub fn load(inputs: &Inputs) -> Result<Config, Vec<ConfigError>> {
-        let raw = load::read_layers(inputs)?;
+        let (raw, layer_errors) = load::read_layers(inputs);
         let mut p = Parser {
             raw: &raw,
-            errors: Vec::new(),
+            errors: layer_errors,
         };
         let mode = match p.text("env") {
             "production" => Mode::Production,

@@ -1,0 +1,264 @@
+//! The test harness: [`TestApp`] builds the real application on `127.0.0.1:0` with a fresh
+//! data directory and database, serves it until dropped or stopped, and offers typed helpers.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use cairn::config::{Config, ConfigError, Inputs};
+use cairn::http::error::ApiError;
+use cairn::http::json::Json;
+use cairn::{AppState, Application};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Run a test function on each backend: `name::sqlite` and `name::postgres`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(crate::helpers::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if crate::helpers::postgres_available() {
+                    super::$name(crate::helpers::Backend::Postgres).await
+                }
+            }
+        }
+    )*};
+}
+pub(crate) use on_both_backends;
+
+pub fn postgres_available() -> bool {
+    let available = cairn_store::testing::postgres_admin_url().is_some();
+    if !available {
+        assert!(
+            std::env::var_os("CAIRN_TEST_REQUIRE_POSTGRES").is_none(),
+            "CAIRN_TEST_REQUIRE_POSTGRES is set but CAIRN_TEST_POSTGRES_URL is not"
+        );
+        eprintln!("skipped: CAIRN_TEST_POSTGRES_URL is not set");
+    }
+    available
+}
+
+pub fn redis_url() -> Option<String> {
+    let url = cairn_store::testing::redis_url();
+    if url.is_none() {
+        assert!(
+            std::env::var_os("CAIRN_TEST_REQUIRE_REDIS").is_none(),
+            "CAIRN_TEST_REQUIRE_REDIS is set but CAIRN_TEST_REDIS_URL is not"
+        );
+        eprintln!("skipped: CAIRN_TEST_REDIS_URL is not set");
+    }
+    url
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EchoBody {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct SlowQuery {
+    ms: u64,
+}
+
+/// Probe routes mounted under the real middleware stack.
+fn probe_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/test/echo",
+            post(|Json(body): Json<EchoBody>| async move {
+                Json(serde_json::json!({ "name": body.name }))
+            }),
+        )
+        .route(
+            "/test/panic",
+            get(|| async {
+                if std::env::var_os("CAIRN_TEST_NEVER_SET_THIS").is_none() {
+                    panic!("probe panic");
+                }
+                "unreachable"
+            }),
+        )
+        .route(
+            "/test/internal",
+            get(|| async {
+                Err::<(), _>(ApiError::internal(anyhow::anyhow!(
+                    "boom: connection string postgres://u:leaked@h/db"
+                )))
+            }),
+        )
+        .route(
+            "/test/slow",
+            get(
+                |axum::extract::Query(q): axum::extract::Query<SlowQuery>| async move {
+                    tokio::time::sleep(Duration::from_millis(q.ms)).await;
+                    "done"
+                },
+            ),
+        )
+}
+
+pub struct TestAppBuilder {
+    backend: Backend,
+    settings: Vec<(String, String)>,
+    data_dir: Option<PathBuf>,
+}
+
+impl TestAppBuilder {
+    pub fn set(mut self, key: &str, value: &str) -> Self {
+        self.settings.push((key.into(), value.into()));
+        self
+    }
+
+    /// Reuse a data directory (and with it the SQLite database and secrets).
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// The configuration this builder would start with.
+    pub async fn config(
+        &mut self,
+    ) -> Result<(Config, Option<tempfile::TempDir>), Vec<ConfigError>> {
+        let (dir, tmp) = match &self.data_dir {
+            Some(d) => (d.clone(), None),
+            None => {
+                let tmp = tempfile::tempdir().unwrap();
+                (tmp.path().join("data"), Some(tmp))
+            }
+        };
+        let mut flags = vec![
+            (
+                "data_dir".to_owned(),
+                dir.display().to_string(),
+                "--data-dir".to_owned(),
+            ),
+            ("log_level".to_owned(), "warn".to_owned(), "test".to_owned()),
+        ];
+        if self.backend == Backend::Postgres
+            && !self.settings.iter().any(|(k, _)| k == "database_url")
+        {
+            let admin = cairn_store::testing::postgres_admin_url().unwrap();
+            let url = cairn_store::testing::create_postgres_database(&admin)
+                .await
+                .unwrap();
+            self.settings.push(("database_url".into(), url));
+        }
+        for (k, v) in &self.settings {
+            flags.push((k.clone(), v.clone(), format!("--set {k}")));
+        }
+        let config = Config::load(&Inputs {
+            flags,
+            ..Inputs::default()
+        })?;
+        Ok((config, tmp))
+    }
+
+    pub async fn try_spawn(mut self) -> Result<TestApp, cairn::app::StartError> {
+        let (config, tmp) = self.config().await.expect("test configuration is valid");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let app = Application::build_with_listener(config, listener, Some(probe_routes())).await?;
+        let addr = app.local_addr().unwrap();
+        let state = app.state().clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run_until(async {
+            let _ = rx.await;
+        }));
+        Ok(TestApp {
+            addr,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            state,
+            shutdown: Some(tx),
+            handle: Some(handle),
+            _tmp: tmp,
+        })
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        match self.try_spawn().await {
+            Ok(app) => app,
+            Err(e) => panic!("the test app did not start: {e}"),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestApp {
+    pub fn builder(backend: Backend) -> TestAppBuilder {
+        TestAppBuilder {
+            backend,
+            settings: Vec::new(),
+            data_dir: None,
+        }
+    }
+
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::builder(backend).spawn().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// Signal shutdown and wait for the server to finish draining.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.handle.take() {
+            Some(h) => h.await.unwrap(),
+            None => Ok(()),
+        }
+    }
+
+    /// Signal shutdown without waiting.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.handle.take().unwrap()
+    }
+}
+
+/// The `error` object of a JSON error body, after checking the status.
+pub async fn error_body(resp: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(resp.status().as_u16(), status);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "application/json"
+    );
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(body["error"]["code"].is_string(), "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    body["error"].clone()
+}

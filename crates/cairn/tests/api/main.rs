@@ -1,0 +1,11 @@
+//! Cairn's HTTP and command-line suite: one test binary, a real server per test on port 0,
+//! a fresh database per test, on SQLite always and on PostgreSQL when
+//! `CAIRN_TEST_POSTGRES_URL` names a server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+
+mod cli;
+mod health;
+mod http;
+mod startup;
