@@ -6,11 +6,11 @@
 //! locking) choose their SQL by [`Backend`]. Why one crate and not one per backend:
 //! `docs/decisions/0001-one-store-two-backends.md`.
 //!
-//! - [`db`]: opening the pool, retries, ping.
-//! - [`migrate`]: the embedded migrations and the schema-version checks.
-//! - [`schema`]: a neutral description of the live schema (for the drift test).
-//! - [`types`]: [`Id`] and [`Timestamp`], mapped to each backend's natural type.
-//! - [`settings`]: system settings with optimistic versions.
+//! - [`db`] — opening the pool, retries, ping.
+//! - [`migrate`] — the embedded migrations and the schema-version checks.
+//! - [`schema`] — a neutral description of the live schema (for the drift test).
+//! - [`types`] — [`Id`] and [`Timestamp`], mapped to each backend's natural type.
+//! - [`settings`] — system settings with optimistic versions.
 
 pub mod db;
 pub mod error;

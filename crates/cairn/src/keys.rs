@@ -59,7 +59,7 @@ impl fmt::Debug for KeyRing {
 /// Decode key text: hex, else base64 (standard or URL-safe), else its raw bytes.
 pub fn decode_key_text(text: &str) -> Vec<u8> {
     let t = text.trim();
-    if t.len() % 2 == 0 {
+    if t.len().is_multiple_of(2) {
         if let Ok(b) = hex::decode(t) {
             return b;
         }

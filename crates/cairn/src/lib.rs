@@ -1,14 +1,14 @@
 //! Cairn's server: configuration, the HTTP application and the command line.
 //!
 //! A code tour is in `docs/ARCHITECTURE.md`. In brief:
-//! - [`config`]: the typed configuration, its layers, and the production checks.
-//! - [`app`]: `Application::build(config)` and the run loop with graceful shutdown.
-//! - [`http`]: the router, middleware, error body and extractors shared by every capability.
-//! - [`ops`]: health and metrics.
-//! - [`keys`]: signing, data and cookie keys (loaded, or generated into the data directory).
-//! - [`datadir`]: creating and checking the data directory.
-//! - [`telemetry`]: logging.
-//! - [`cli`]: the `cairn` command line.
+//! - [`config`] — the typed configuration, its layers, and the production checks.
+//! - [`app`] — `Application::build(config)` and the run loop with graceful shutdown.
+//! - [`http`] — the router, middleware, error body and extractors shared by every capability.
+//! - [`ops`] — health and metrics.
+//! - [`keys`] — signing, data and cookie keys (loaded, or generated into the data directory).
+//! - [`datadir`] — creating and checking the data directory.
+//! - [`telemetry`] — logging.
+//! - [`cli`] — the `cairn` command line.
 
 pub mod app;
 pub mod cli;

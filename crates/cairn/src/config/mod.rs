@@ -2,10 +2,10 @@
 //! `CAIRN_*` environment < `CAIRN_*_FILE` secrets < flags) and passed by value into the
 //! application. Never a global.
 //!
-//! - [`spec`]: the table of every setting (the single source of the reference docs).
-//! - [`load`]: reading the layers into text values that remember their source.
-//! - [`production`]: the checks production mode refuses to start without.
-//! - [`secret`]: the redacting [`Secret`] wrapper.
+//! - [`spec`] — the table of every setting (the single source of the reference docs).
+//! - [`load`] — reading the layers into text values that remember their source.
+//! - [`production`] — the checks production mode refuses to start without.
+//! - [`secret`] — the redacting [`Secret`] wrapper.
 
 pub mod load;
 pub mod production;
