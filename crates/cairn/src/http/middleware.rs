@@ -68,12 +68,7 @@ pub async fn request_context(
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
     let is_api = req.uri().path().starts_with("/api/");
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        method = %method,
-        route = route.as_deref().unwrap_or("-"),
-    );
+    let span = tracing::info_span!("request", request_id = %request_id);
     let timeout = state.config.http.request_timeout;
     let path = req.uri().path().to_owned();
     let mut response = REQUEST_ID
@@ -108,6 +103,8 @@ pub async fn request_context(
     span.in_scope(|| {
         tracing::info!(
             target: "cairn::http",
+            method = %method,
+            route = route_label,
             path = %path,
             status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,

@@ -1,0 +1,123 @@
+//! A small HTTP/1.1 keep-alive load generator: N connections, each sending one GET at a time
+//! for a fixed duration, recording every latency. Lean on purpose: on a 2-core machine it shares
+//! the CPU with the server it measures.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct LoadResult {
+    pub requests: u64,
+    pub errors: u64,
+    pub requests_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Length of a complete response at the start of `buf`, if it is all there.
+fn complete_response(buf: &[u8]) -> Option<usize> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&buf[..head_end]).ok()?;
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    (buf.len() >= head_end + len).then_some(head_end + len)
+}
+
+async fn connection(addr: SocketAddr, path: String, until: Instant) -> (Vec<u32>, u64) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes();
+    let mut latencies = Vec::with_capacity(1 << 16);
+    let mut errors = 0;
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    'reconnect: while Instant::now() < until {
+        let Ok(mut stream) = TcpStream::connect(addr).await else {
+            errors += 1;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        while Instant::now() < until {
+            let sent = Instant::now();
+            if stream.write_all(&request).await.is_err() {
+                errors += 1;
+                continue 'reconnect;
+            }
+            buf.clear();
+            loop {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => {
+                        errors += 1;
+                        continue 'reconnect;
+                    }
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                if let Some(len) = complete_response(&buf) {
+                    if !buf.starts_with(b"HTTP/1.1 200") {
+                        errors += 1;
+                    }
+                    debug_assert_eq!(len, buf.len());
+                    break;
+                }
+            }
+            latencies.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+        }
+    }
+    (latencies, errors)
+}
+
+pub async fn run(
+    addr: SocketAddr,
+    path: &str,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<LoadResult> {
+    let started = Instant::now();
+    let until = started + duration;
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| tokio::spawn(connection(addr, path.to_owned(), until)))
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (lat, err) = t.await?;
+        all.extend(lat);
+        errors += err;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if all.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((all.len() as f64 * p) as usize).min(all.len() - 1);
+        f64::from(all[i]) / 1000.0
+    };
+    Ok(LoadResult {
+        requests: all.len() as u64,
+        errors,
+        requests_per_sec: all.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::complete_response;
+
+    #[test]
+    fn a_response_is_complete_only_with_its_whole_body() {
+        let r = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(complete_response(r), Some(r.len()));
+        assert_eq!(complete_response(&r[..r.len() - 1]), None);
+        assert_eq!(complete_response(b"HTTP/1.1 200 OK\r\n"), None);
+    }
+}
