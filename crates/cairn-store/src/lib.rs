@@ -11,7 +11,11 @@
 //! - [`schema`] — a neutral description of the live schema (for the drift test).
 //! - [`types`] — [`Id`] and [`Timestamp`], mapped to each backend's natural type.
 //! - [`settings`] — system settings with optimistic versions.
+//! - [`accounts`] — users, sessions and refresh-token rotation, preferences.
+//! - [`audit`] — the append-only audit log.
 
+pub mod accounts;
+pub mod audit;
 pub mod db;
 pub mod error;
 pub mod migrate;

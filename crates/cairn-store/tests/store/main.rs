@@ -3,7 +3,10 @@
 //! schema-version guards.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use cairn_store::accounts::{NewUser, Refresh, SessionRow};
+use cairn_store::audit::{AuditEntry, AuditFilter};
 use cairn_store::settings::Expect;
+use cairn_store::Timestamp;
 use cairn_store::{migrate, schema, testing, Backend, ConnectOptions, Db, Id, Store, StoreError};
 use serde_json::json;
 
@@ -54,6 +57,9 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     settings_story,
+    accounts_story,
+    concurrent_refreshes_with_one_token_rotate_once,
+    audit_story,
     migrations_are_idempotent_and_report_status,
     a_database_from_a_newer_release_is_refused,
     concurrent_migrations_apply_each_version_once,
@@ -272,5 +278,292 @@ async fn an_unsupported_database_url_is_refused_clearly() {
     assert!(
         err.contains("unsupported database URL") && !err.contains(":pw@"),
         "{err}"
+    );
+}
+
+fn new_user(email: &str, role: &str) -> NewUser {
+    NewUser {
+        email: email.into(),
+        display_name: email.split('@').next().unwrap_or("x").into(),
+        password_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+        role: role.into(),
+        state: "active".into(),
+    }
+}
+
+fn session_for(user_id: Id, ttl_ms: i64) -> SessionRow {
+    let now = Timestamp::now();
+    SessionRow {
+        id: Id::new(),
+        user_id,
+        created_at: now,
+        last_used_at: now,
+        expires_at: now.plus_millis(ttl_ms),
+        revoked_at: None,
+        revoked_reason: None,
+        user_agent: Some("test-agent".into()),
+        ip: Some("127.0.0.1".into()),
+    }
+}
+
+async fn accounts_story(backend: Backend) {
+    let Some((store, _dir)) = fresh(backend).await else {
+        return;
+    };
+    assert!(!store.has_owner().await.unwrap());
+    let owner = store
+        .create_user(&new_user("owner@example.com", "owner"))
+        .await
+        .unwrap();
+    assert!(store.has_owner().await.unwrap());
+    assert_eq!(owner.role, "owner");
+    assert!(!owner.totp_enabled);
+    // One owner at most, and one account per email.
+    let second = store
+        .create_user(&new_user("other@example.com", "owner"))
+        .await;
+    assert!(
+        matches!(second, Err(StoreError::Conflict { .. })),
+        "{second:?}"
+    );
+    let dup = store
+        .create_user(&new_user("owner@example.com", "member"))
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict { .. })), "{dup:?}");
+    let bad_role = store
+        .create_user(&new_user("x@example.com", "emperor"))
+        .await;
+    assert!(bad_role.is_err());
+
+    let member = store
+        .create_user(&new_user("m@example.com", "member"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.user_by_email("m@example.com").await.unwrap().unwrap(),
+        member
+    );
+    assert_eq!(
+        store.user(member.id).await.unwrap().unwrap().email,
+        "m@example.com"
+    );
+    assert!(store.user(Id::new()).await.unwrap().is_none());
+
+    // Failed sign-ins count up and lock; a success resets.
+    let until = Timestamp::now().plus_millis(60_000);
+    store.record_failed_sign_in(member.id, None).await.unwrap();
+    store
+        .record_failed_sign_in(member.id, Some(until))
+        .await
+        .unwrap();
+    let m = store.user(member.id).await.unwrap().unwrap();
+    assert_eq!((m.failed_sign_ins, m.locked_until), (2, Some(until)));
+    store.record_sign_in(member.id).await.unwrap();
+    let m = store.user(member.id).await.unwrap().unwrap();
+    assert_eq!((m.failed_sign_ins, m.locked_until), (0, None));
+    assert!(m.last_sign_in_at.is_some());
+
+    // A session rotates its refresh token; replaying a spent one revokes the family.
+    let s = session_for(member.id, 3_600_000);
+    store.create_session(&s, "h1").await.unwrap();
+    let now = Timestamp::now();
+    match store.rotate_refresh_token("h1", "h2", now).await.unwrap() {
+        Refresh::Rotated(row) => assert_eq!((row.id, row.user_id), (s.id, member.id)),
+        other => panic!("expected a rotation, got {other:?}"),
+    }
+    let rotated = store.rotate_refresh_token("h2", "h3", now).await.unwrap();
+    assert!(matches!(rotated, Refresh::Rotated(_)));
+    let replay = store.rotate_refresh_token("h1", "h4", now).await.unwrap();
+    assert_eq!(
+        replay,
+        Refresh::Reused {
+            session_id: s.id,
+            user_id: member.id
+        }
+    );
+    // The live token of a revoked family is dead too.
+    assert_eq!(
+        store.rotate_refresh_token("h3", "h5", now).await.unwrap(),
+        Refresh::Invalid
+    );
+    assert_eq!(
+        store.rotate_refresh_token("nope", "h6", now).await.unwrap(),
+        Refresh::Invalid
+    );
+    let revoked = store.session(s.id).await.unwrap().unwrap();
+    assert_eq!(
+        revoked.revoked_reason.as_deref(),
+        Some("refresh_token_reused")
+    );
+    let since = store
+        .sessions_revoked_since(now.plus_millis(-1000))
+        .await
+        .unwrap();
+    assert_eq!(
+        since.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![s.id]
+    );
+
+    // Expired sessions do not refresh.
+    let old = session_for(member.id, -1);
+    store.create_session(&old, "old1").await.unwrap();
+    let later = Timestamp::now();
+    assert_eq!(
+        store
+            .rotate_refresh_token("old1", "old2", later)
+            .await
+            .unwrap(),
+        Refresh::Invalid
+    );
+
+    // Listing, revoking one (only the owner's), revoking all on a password change.
+    let a = session_for(member.id, 3_600_000);
+    let b = session_for(member.id, 3_600_000);
+    store.create_session(&a, "a1").await.unwrap();
+    store.create_session(&b, "b1").await.unwrap();
+    assert_eq!(store.active_sessions(member.id).await.unwrap().len(), 2);
+    assert!(
+        !store
+            .revoke_session(a.id, owner.id, "logout")
+            .await
+            .unwrap(),
+        "not the owner's session"
+    );
+    assert!(store
+        .revoke_session(a.id, member.id, "logout")
+        .await
+        .unwrap());
+    assert_eq!(store.active_sessions(member.id).await.unwrap().len(), 1);
+    let before = store
+        .user(member.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .tokens_valid_after;
+    let changed_at = store
+        .set_password(member.id, "$argon2id$new")
+        .await
+        .unwrap();
+    assert!(changed_at >= before);
+    assert!(store.active_sessions(member.id).await.unwrap().is_empty());
+    assert_eq!(
+        store.user(member.id).await.unwrap().unwrap().password_hash,
+        "$argon2id$new"
+    );
+
+    let suspended = store.set_user_state(member.id, "suspended").await.unwrap();
+    assert_eq!(suspended.state, "suspended");
+    assert!(matches!(
+        store.set_user_state(Id::new(), "active").await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Preferences are per user.
+    assert_eq!(store.preference(member.id, "theme").await.unwrap(), None);
+    store
+        .put_preference(member.id, "theme", json!("dark"))
+        .await
+        .unwrap();
+    store
+        .put_preference(member.id, "theme", json!("light"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.preference(member.id, "theme").await.unwrap(),
+        Some(json!("light"))
+    );
+    assert_eq!(store.preference(owner.id, "theme").await.unwrap(), None);
+}
+
+async fn concurrent_refreshes_with_one_token_rotate_once(backend: Backend) {
+    let Some((store, _dir)) = fresh(backend).await else {
+        return;
+    };
+    let user = store
+        .create_user(&new_user("c@example.com", "member"))
+        .await
+        .unwrap();
+    let s = session_for(user.id, 3_600_000);
+    store.create_session(&s, "t0").await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .rotate_refresh_token("t0", &format!("t1-{i}"), Timestamp::now())
+                .await
+        }));
+    }
+    let mut rotated = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(Refresh::Rotated(_)) => rotated += 1,
+            Ok(_) => {}
+            // SQLite may refuse a concurrent writer outright; that is a failed refresh, not a second rotation.
+            Err(e) => assert!(backend == Backend::Sqlite, "{e}"),
+        }
+    }
+    assert_eq!(rotated, 1, "exactly one refresh may win");
+}
+
+async fn audit_story(backend: Backend) {
+    let Some((store, _dir)) = fresh(backend).await else {
+        return;
+    };
+    let actor = Id::new();
+    let mut ids = Vec::new();
+    for (i, action) in [
+        "auth.sign_in",
+        "auth.sign_in.failed",
+        "admin.user.suspended",
+        "auth.sign_in",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut e = AuditEntry::new(action);
+        e.actor_id = (i % 2 == 0).then_some(actor);
+        e.ip = Some("192.0.2.1".into());
+        e.target_id = Some(format!("t{i}"));
+        e.details = Some(sqlx::types::Json(json!({ "n": i })));
+        store.append_audit(&e).await.unwrap();
+        ids.push(e.id);
+    }
+    let all = store
+        .list_audit(&AuditFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids.iter().rev().copied().collect::<Vec<_>>()
+    );
+    assert_eq!(all[0].details.as_ref().unwrap().0, json!({ "n": 3 }));
+    let auth = AuditFilter {
+        action_prefix: Some("auth.".into()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(store.list_audit(&auth, None, 10).await.unwrap().len(), 3);
+    let by_actor = AuditFilter {
+        actor_id: Some(actor),
+        ..AuditFilter::default()
+    };
+    assert_eq!(
+        store.list_audit(&by_actor, None, 10).await.unwrap().len(),
+        2
+    );
+    let page = store
+        .list_audit(&AuditFilter::default(), Some(ids[2]), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![ids[1], ids[0]]
+    );
+    assert_eq!(
+        store
+            .prune_audit(Timestamp::now().plus_millis(1000))
+            .await
+            .unwrap(),
+        4
     );
 }
