@@ -244,6 +244,27 @@ impl Store {
         })
     }
 
+    /// The user and session an access token names, in one query.
+    pub async fn auth_context(
+        &self,
+        user_id: Id,
+        session_id: Id,
+    ) -> StoreResult<Option<(UserRow, SessionRow)>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND user_id = $2");
+        let user_sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        // Two statements on one connection: both backends answer them from their primary keys.
+        on_pool!(self.db.pool(), p => {
+            let mut conn = p.acquire().await?;
+            let Some(session) = sqlx::query_as::<_, SessionRow>(&sql)
+                .bind(session_id).bind(user_id).fetch_optional(&mut *conn).await? else {
+                return Ok(None);
+            };
+            let user = sqlx::query_as::<_, UserRow>(&user_sql)
+                .bind(user_id).fetch_optional(&mut *conn).await?;
+            Ok(user.map(|u| (u, session)))
+        })
+    }
+
     pub async fn session(&self, id: Id) -> StoreResult<Option<SessionRow>> {
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
         Ok(on_pool!(self.db.pool(), p =>

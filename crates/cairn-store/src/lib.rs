@@ -27,6 +27,8 @@ mod url;
 
 pub use db::{Backend, ConnectError, ConnectOptions, Db, Pool, PoolStats};
 pub use error::{StoreError, StoreResult};
+/// JSON columns (`jsonb` on PostgreSQL, `TEXT` on SQLite).
+pub use sqlx::types::Json;
 pub use types::{Id, Timestamp};
 pub use url::redact_url;
 

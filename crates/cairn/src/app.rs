@@ -16,6 +16,9 @@ use cairn_store::{ConnectOptions, Db, Store};
 use thiserror::Error;
 use tokio::net::TcpListener;
 
+use crate::accounts::password::{HashParams, PasswordHasherPool, PasswordPolicy};
+use crate::accounts::tokens::TokenKeys;
+use crate::auth::RouteTable;
 use crate::config::production::{self, Problem};
 use crate::config::{Config, Mode};
 use crate::datadir::{self, DataDirError};
@@ -38,6 +41,11 @@ pub struct Inner {
     /// Set when shutdown begins, so readiness fails while requests drain.
     pub draining: AtomicBool,
     pub security_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Every API route's authorization rule.
+    pub routes: RouteTable,
+    pub tokens: TokenKeys,
+    pub hasher: PasswordHasherPool,
+    pub password_policy: PasswordPolicy,
 }
 
 impl Deref for AppState {
@@ -66,6 +74,8 @@ pub enum StartError {
     Database(#[from] cairn_store::ConnectError),
     #[error("database migration failed: {0}")]
     Migrate(#[from] cairn_store::StoreError),
+    #[error("cannot prepare accounts: {0}")]
+    Setup(String),
     #[error("cannot reach Redis at {url}: {error}. Check that it runs and that CAIRN_REDIS_URL is right")]
     Redis { url: String, error: String },
 }
@@ -126,6 +136,38 @@ impl Application {
             Some(url) => Some(connect_redis(url.expose(), &config).await?),
             None => None,
         };
+        match crate::accounts::setup::ensure_token(&store, &config).await {
+            Ok(Some(token)) => tracing::warn!(
+                setup_token = %token,
+                file = %crate::accounts::setup::token_path(&config).display(),
+                "first run: no owner yet. Create one with POST /api/setup (or `cairn admin create`) using this one-time setup token"
+            ),
+            Ok(None) => {}
+            Err(e) => return Err(StartError::Setup(e.to_string())),
+        }
+        let tokens = TokenKeys::new(&keys.signing, &keys.signing_kid, &keys.cookie_key)
+            .map_err(StartError::Setup)?;
+        let auth = &config.auth;
+        let concurrency = match auth.hash_concurrency {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            n => n,
+        };
+        let hasher = PasswordHasherPool::new(
+            HashParams {
+                memory_kib: auth.argon2_memory_kib,
+                iterations: auth.argon2_iterations,
+                parallelism: 1,
+            },
+            concurrency,
+        )
+        .map_err(|e| StartError::Setup(e.to_string()))?;
+        let password_policy = PasswordPolicy {
+            min_length: auth.password_min_length,
+            require_classes: auth.password_require_classes,
+        };
+        let (api, routes) = crate::http::api_routes().into_parts();
         let security_headers = crate::http::security_headers(&config);
         let state = AppState(Arc::new(Inner {
             config,
@@ -137,8 +179,12 @@ impl Application {
             started: Instant::now(),
             draining: AtomicBool::new(false),
             security_headers,
+            routes,
+            tokens,
+            hasher,
+            password_policy,
         }));
-        let router = crate::http::router(state.clone(), extra_routes);
+        let router = crate::http::router(state.clone(), api, extra_routes);
         Ok(Application {
             listener,
             router,

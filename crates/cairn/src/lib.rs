@@ -1,6 +1,8 @@
 //! Cairn's server: configuration, the HTTP application and the command line.
 //!
 //! A code tour is in `docs/ARCHITECTURE.md`. In brief:
+//! - [`accounts`] — people: passwords, tokens, sign-in, sessions, first-run setup.
+//! - [`auth`] — the one authorization layer every route goes through.
 //! - [`config`] — the typed configuration, its layers, and the production checks.
 //! - [`app`] — `Application::build(config)` and the run loop with graceful shutdown.
 //! - [`http`] — the router, middleware, error body and extractors shared by every capability.
@@ -10,7 +12,9 @@
 //! - [`telemetry`] — logging.
 //! - [`cli`] — the `cairn` command line.
 
+pub mod accounts;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod datadir;

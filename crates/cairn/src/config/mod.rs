@@ -70,6 +70,19 @@ pub struct MetricsConfig {
 }
 
 #[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub access_token_ttl: Duration,
+    pub session_ttl: Duration,
+    pub password_min_length: usize,
+    pub password_require_classes: bool,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    /// 0: one per CPU core.
+    pub hash_concurrency: usize,
+    pub sign_in_free_failures: u32,
+}
+
+#[derive(Debug, Clone)]
 pub struct HealthConfig {
     pub check_cache: Duration,
     pub check_timeout: Duration,
@@ -95,6 +108,7 @@ pub struct Config {
     pub cors: CorsConfig,
     pub metrics: MetricsConfig,
     pub health: HealthConfig,
+    pub auth: AuthConfig,
     raw: load::RawValues,
 }
 
@@ -174,6 +188,24 @@ impl Config {
                     10,
                     600_000,
                 )),
+            },
+            auth: AuthConfig {
+                access_token_ttl: Duration::from_secs(p.number(
+                    "auth.access_token_ttl_secs",
+                    30,
+                    86_400,
+                )),
+                session_ttl: Duration::from_secs(p.number(
+                    "auth.session_ttl_secs",
+                    300,
+                    31_536_000,
+                )),
+                password_min_length: p.number("auth.password_min_length", 8, 128),
+                password_require_classes: p.bool("auth.password_require_classes"),
+                argon2_memory_kib: p.number("auth.argon2_memory_kib", 8, 4_194_304),
+                argon2_iterations: p.number("auth.argon2_iterations", 1, 100),
+                hash_concurrency: p.number("auth.hash_concurrency", 0, 1024),
+                sign_in_free_failures: p.number("auth.sign_in_free_failures", 1, 1000),
             },
             raw: raw.clone(),
         };

@@ -232,6 +232,62 @@ pub const SETTINGS: &[Setting] = &[
         aliases: &[],
         help: "How long one dependency check may take before it counts as failed.",
     },
+    Setting {
+        key: "auth.access_token_ttl_secs",
+        default: "900",
+        kind: Kind::Integer,
+        aliases: &[],
+        help: "Lifetime of an access token. Clients refresh it with their refresh token.",
+    },
+    Setting {
+        key: "auth.session_ttl_secs",
+        default: "2592000",
+        kind: Kind::Integer,
+        aliases: &[],
+        help: "Lifetime of a session (its refresh tokens), from sign-in: 30 days by default.",
+    },
+    Setting {
+        key: "auth.password_min_length",
+        default: "12",
+        kind: Kind::Integer,
+        aliases: &[],
+        help: "Shortest password accepted (8 to 128). Common passwords are refused whatever their length.",
+    },
+    Setting {
+        key: "auth.password_require_classes",
+        default: "false",
+        kind: Kind::Bool,
+        aliases: &[],
+        help: "Also require a lower-case letter, an upper-case letter, a digit and a symbol (off by default, as NIST SP 800-63B advises).",
+    },
+    Setting {
+        key: "auth.argon2_memory_kib",
+        default: "19456",
+        kind: Kind::Integer,
+        aliases: &[],
+        help: "Argon2id memory per password hash, in KiB.",
+    },
+    Setting {
+        key: "auth.argon2_iterations",
+        default: "2",
+        kind: Kind::Integer,
+        aliases: &[],
+        help: "Argon2id passes per password hash.",
+    },
+    Setting {
+        key: "auth.hash_concurrency",
+        default: "0",
+        kind: Kind::Integer,
+        aliases: &[],
+        help: "Password hashes computed at once; more wait their turn. 0: the number of CPU cores.",
+    },
+    Setting {
+        key: "auth.sign_in_free_failures",
+        default: "5",
+        kind: Kind::Integer,
+        aliases: &[],
+        help: "Failed sign-ins allowed before an account is slowed down: each further failure locks sign-in for 30 s, doubling, at most 15 minutes; a success resets it.",
+    },
 ];
 
 /// The setting with this dotted key.

@@ -3,7 +3,7 @@
 //! this module only assembles them.
 //!
 //! Stack, outermost first: request context (id, span, timeout, security headers, metrics,
-//! access log) → CORS → panic catcher → body limit → the route.
+//! access log) → CORS → panic catcher → authorization (`crate::auth`) → body limit → the route.
 
 pub mod client_ip;
 pub mod error;
@@ -20,6 +20,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::app::AppState;
+use crate::auth::ApiRoutes;
 use crate::config::{Config, CorsConfig};
 use error::ApiError;
 
@@ -114,10 +115,17 @@ async fn method_not_allowed() -> impl IntoResponse {
     ApiError::method_not_allowed()
 }
 
-/// The whole application router: every capability's routes plus `extra` (tests mount probes
-/// there), under the shared middleware stack.
-pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
-    let mut routes = Router::new().merge(crate::ops::routes::routes());
+/// Every capability's routes, each with its authorization rule.
+pub fn api_routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .merge(crate::ops::routes::routes())
+        .merge(crate::accounts::routes::routes())
+}
+
+/// The whole application router: `api` (from [`api_routes`]) plus `extra` (tests mount probes
+/// there, outside `/api`), under the shared middleware stack.
+pub fn router(state: AppState, api: Router<AppState>, extra: Option<Router<AppState>>) -> Router {
+    let mut routes = api;
     if let Some(extra) = extra {
         routes = routes.merge(extra);
     }
@@ -125,6 +133,10 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.http.body_limit_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authorize,
+        ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(tower::util::option_layer(cors_layer(&state.config.cors)))
         .layer(axum::middleware::from_fn_with_state(

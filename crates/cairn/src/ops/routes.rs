@@ -6,24 +6,24 @@
 use std::sync::atomic::Ordering;
 
 use axum::extract::{Extension, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::health;
 use crate::app::AppState;
+use crate::auth::{ApiRoutes, Rule};
 use crate::http::client_ip::ClientIp;
 use crate::http::error::ApiError;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/health", get(health_report))
-        .route("/api/health/live", get(live))
-        .route("/api/health/ready", get(ready))
-        .route("/metrics", get(metrics))
+/// Public for load balancers and orchestrators; `/metrics` checks its own allow-list and token.
+pub fn routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .route(Method::GET, "/api/health", Rule::PUBLIC, health_report)
+        .route(Method::GET, "/api/health/live", Rule::PUBLIC, live)
+        .route(Method::GET, "/api/health/ready", Rule::PUBLIC, ready)
+        .route(Method::GET, "/metrics", Rule::PUBLIC, metrics)
 }
 
 async fn health_report(State(state): State<AppState>) -> Response {

@@ -1,0 +1,230 @@
+//! The one authorization layer. Every API route is registered through [`ApiRoutes`] with a
+//! [`Rule`]; the [`authorize`] middleware finds the matched route's rule, authenticates the
+//! caller (bearer token or session cookie), and allows or refuses before any handler runs. A
+//! matched route that was registered without a rule is refused, so forgetting one fails closed;
+//! the rule table is also what the authorization-matrix test walks.
+//!
+//! Handlers receive the caller as an [`Principal`] extension. What a handler may then touch
+//! (whose documents, whose conversations) is enforced in the store queries it calls.
+
+pub mod principal;
+
+use std::collections::{HashMap, HashSet};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::handler::Handler;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodFilter};
+use axum::Router;
+
+pub use principal::{Principal, Via};
+
+use crate::accounts::State as AccountState;
+use crate::app::AppState;
+use crate::http::error::ApiError;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, signed in or not.
+    Public,
+    /// Any signed-in account, including one still pending approval.
+    SignedIn,
+    /// An active account.
+    Member,
+    /// An active admin or owner.
+    Admin,
+}
+
+/// A route's authorization rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub access: Access,
+}
+
+impl Rule {
+    pub const PUBLIC: Rule = Rule {
+        access: Access::Public,
+    };
+    pub const SIGNED_IN: Rule = Rule {
+        access: Access::SignedIn,
+    };
+    pub const MEMBER: Rule = Rule {
+        access: Access::Member,
+    };
+    pub const ADMIN: Rule = Rule {
+        access: Access::Admin,
+    };
+}
+
+/// One registered route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteEntry {
+    pub method: Method,
+    pub path: &'static str,
+    pub rule: Rule,
+}
+
+/// The rules of every registered route, looked up by method and matched path.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    rules: HashMap<(Method, &'static str), Rule>,
+    paths: HashSet<&'static str>,
+    entries: Vec<RouteEntry>,
+}
+
+impl RouteTable {
+    pub fn rule(&self, method: &Method, path: &str) -> Option<Rule> {
+        // `HEAD` is served by `GET` handlers.
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        self.paths
+            .get(path)
+            .and_then(|p| self.rules.get(&(method.clone(), *p)))
+            .copied()
+    }
+
+    pub fn knows_path(&self, path: &str) -> bool {
+        self.paths.contains(path)
+    }
+
+    /// Every registered route, in registration order.
+    pub fn entries(&self) -> &[RouteEntry] {
+        &self.entries
+    }
+}
+
+/// Builds the API router and its rule table together, so no route exists without a rule.
+pub struct ApiRoutes {
+    router: Router<AppState>,
+    table: RouteTable,
+}
+
+impl Default for ApiRoutes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ApiRoutes {
+    pub fn new() -> Self {
+        Self {
+            router: Router::new(),
+            table: RouteTable::default(),
+        }
+    }
+
+    pub fn route<H, T>(mut self, method: Method, path: &'static str, rule: Rule, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
+        self.router = self.router.route(path, on(filter, handler));
+        self.table.rules.insert((method.clone(), path), rule);
+        self.table.paths.insert(path);
+        self.table.entries.push(RouteEntry { method, path, rule });
+        self
+    }
+
+    pub fn merge(mut self, other: ApiRoutes) -> Self {
+        self.router = self.router.merge(other.router);
+        self.table.rules.extend(other.table.rules);
+        self.table.paths.extend(other.table.paths);
+        self.table.entries.extend(other.table.entries);
+        self
+    }
+
+    pub fn into_parts(self) -> (Router<AppState>, RouteTable) {
+        (self.router, self.table)
+    }
+}
+
+fn unauthenticated(message: &'static str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message).with_header(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"cairn\""),
+    )
+}
+
+/// Decide whether `principal` may call a route with `rule` using `method`.
+pub fn decide(
+    rule: Rule,
+    principal: Option<&Principal>,
+    method: &Method,
+    csrf_ok: bool,
+) -> Result<(), ApiError> {
+    if rule.access == Access::Public {
+        return Ok(());
+    }
+    let Some(p) = principal else {
+        return Err(unauthenticated("Sign in to do this."));
+    };
+    let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if p.via == Via::Cookie && !safe && !csrf_ok {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf_failed",
+            "This request needs the X-CSRF-Token header from your session.",
+        ));
+    }
+    match (rule.access, p.state) {
+        (Access::SignedIn, _) => Ok(()),
+        (_, AccountState::Pending) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "account_pending",
+            "Your account is waiting for an administrator's approval.",
+        )),
+        (Access::Member, AccountState::Active) => Ok(()),
+        (Access::Admin, AccountState::Active) if p.role.is_admin() => Ok(()),
+        _ => Err(ApiError::forbidden("You are not allowed to do this.")),
+    }
+}
+
+/// The middleware: authenticate, look up the rule, decide.
+pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Some(path) = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+    else {
+        return next.run(req).await;
+    };
+    let rule = match state.routes.rule(req.method(), &path) {
+        Some(rule) => rule,
+        // The path is known but not with this method: let the router answer 405.
+        None if state.routes.knows_path(&path) => return next.run(req).await,
+        // Outside the API (the web app's files, test probes) there is nothing to authorize.
+        None if !path.starts_with("/api/") && !path.starts_with("/v1/") && path != "/metrics" => {
+            return next.run(req).await
+        }
+        None => {
+            return ApiError::internal(anyhow::anyhow!("route {path} has no authorization rule"))
+                .into_response()
+        }
+    };
+    let principal = match principal::authenticate(&state, req.headers()).await {
+        Ok(p) => p,
+        // A bad token on a public route is ignored; elsewhere it is refused.
+        Err(_) if rule.access == Access::Public => None,
+        Err(e) => return e.into_response(),
+    };
+    let csrf_ok = principal.as_ref().is_some_and(|p| {
+        req.headers()
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| state.tokens.csrf_ok(p.session_id, t))
+    });
+    if let Err(e) = decide(rule, principal.as_ref(), req.method(), csrf_ok) {
+        return e.into_response();
+    }
+    if let Some(p) = principal {
+        req.extensions_mut().insert(p);
+    }
+    next.run(req).await
+}

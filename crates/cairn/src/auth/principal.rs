@@ -1,0 +1,110 @@
+//! Who is calling: the access token from `Authorization: Bearer` or the session cookie,
+//! verified, then checked against the database in one query — the session must be live, the
+//! token issued after the user's `tokens_valid_after`, and the account neither suspended nor
+//! denied — so logging out, revoking and suspending take effect on the next request.
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use cairn_store::accounts::UserRow;
+use cairn_store::{Id, Timestamp};
+
+use crate::accounts::tokens::TokenError;
+use crate::accounts::{Role, State as AccountState};
+use crate::app::AppState;
+use crate::http::error::ApiError;
+
+/// How the caller presented its credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Bearer,
+    Cookie,
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: Id,
+    pub session_id: Id,
+    pub role: Role,
+    pub state: AccountState,
+    pub via: Via,
+    /// The user row as read while authenticating, so handlers need not read it again.
+    pub user: UserRow,
+}
+
+fn invalid(message: &'static str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", message).with_header(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    )
+}
+
+/// The access token and how it came, if the request carries one.
+fn presented(state: &AppState, headers: &HeaderMap) -> Option<(String, Via)> {
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(token) = auth.strip_prefix("Bearer ") {
+            return Some((token.trim().to_owned(), Via::Bearer));
+        }
+    }
+    let name = crate::accounts::routes::access_cookie_name(&state.config);
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| cookie::Cookie::parse(c.trim().to_owned()).ok())
+        .find(|c| c.name() == name)
+        .map(|c| (c.value().to_owned(), Via::Cookie))
+}
+
+/// The caller, `None` when no credentials were presented, or an error for bad ones.
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Principal>, ApiError> {
+    let Some((token, via)) = presented(state, headers) else {
+        return Ok(None);
+    };
+    let claims = state.tokens.verify(&token).map_err(|e| match e {
+        TokenError::Expired => invalid("The access token has expired; refresh it."),
+        _ => invalid("The access token is not valid."),
+    })?;
+    let Some((user, session)) = state.store.auth_context(claims.sub, claims.sid).await? else {
+        return Err(invalid("The session no longer exists."));
+    };
+    let now = Timestamp::now();
+    if session.revoked_at.is_some() || session.expires_at <= now {
+        return Err(invalid("The session has ended; sign in again."));
+    }
+    if claims.iat_ms < user.tokens_valid_after.as_millis() {
+        return Err(invalid("The access token was revoked; sign in again."));
+    }
+    let role: Role = user
+        .role
+        .parse()
+        .map_err(|_| ApiError::internal(anyhow::anyhow!("bad role {}", user.role)))?;
+    let account_state: AccountState = user
+        .state
+        .parse()
+        .map_err(|_| ApiError::internal(anyhow::anyhow!("bad state {}", user.state)))?;
+    if matches!(
+        account_state,
+        AccountState::Suspended | AccountState::Denied
+    ) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "account_suspended",
+            "This account is suspended.",
+        ));
+    }
+    Ok(Some(Principal {
+        user_id: user.id,
+        session_id: session.id,
+        role,
+        state: account_state,
+        via,
+        user,
+    }))
+}
