@@ -193,8 +193,9 @@ async fn a_database_from_a_newer_release_stops_migrate_and_serve_naming_both_ver
     db.close().await;
     let (code, _, err) = run(cairn(tmp.path()).arg("migrate"));
     assert_eq!(code, 1);
+    let latest = cairn_store::migrate::latest_version(cairn_store::Backend::Sqlite);
     assert!(
-        err.contains("version 42") && err.contains("binary's 1"),
+        err.contains("version 42") && err.contains(&format!("binary's {latest}")),
         "{err}"
     );
     let (code, _, err) = run(cairn(tmp.path())
