@@ -60,6 +60,14 @@ pub struct SessionRow {
 const SESSION_COLUMNS: &str =
     "id, user_id, created_at, last_used_at, expires_at, revoked_at, revoked_reason, user_agent, ip";
 
+/// A refresh token joined with its session.
+#[derive(sqlx::FromRow)]
+struct RefreshLookup {
+    spent_at: Option<Timestamp>,
+    #[sqlx(flatten)]
+    session: SessionRow,
+}
+
 /// What presenting a refresh token led to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Refresh {
@@ -216,13 +224,13 @@ impl Store {
                       WHERE id = $1 AND revoked_at IS NULL";
         on_pool!(self.db.pool(), p => {
             let mut tx = p.begin().await?;
-            let row: Option<(Option<Timestamp>, Id, Id, Timestamp, Timestamp, Timestamp,
-                Option<Timestamp>, Option<String>, Option<String>, Option<String>)> =
+            let row: Option<RefreshLookup> =
                 sqlx::query_as(&find).bind(token_hash).fetch_optional(&mut *tx).await?;
-            let Some((spent_at, id, user_id, created_at, last_used_at, expires_at, revoked_at,
-                revoked_reason, user_agent, ip)) = row else {
+            let Some(RefreshLookup { spent_at, session }) = row else {
                 return Ok(Refresh::Invalid);
             };
+            let SessionRow { id, user_id, created_at, last_used_at: _, expires_at, revoked_at,
+                revoked_reason, user_agent, ip } = session;
             if revoked_at.is_some() || expires_at <= now {
                 return Ok(Refresh::Invalid);
             }
@@ -236,7 +244,6 @@ impl Store {
             sqlx::query(insert).bind(new_token_hash).bind(id).bind(now).execute(&mut *tx).await?;
             sqlx::query(touch).bind(id).bind(now).execute(&mut *tx).await?;
             tx.commit().await?;
-            let _ = last_used_at;
             Ok(Refresh::Rotated(SessionRow {
                 id, user_id, created_at, last_used_at: now, expires_at, revoked_at,
                 revoked_reason, user_agent, ip,

@@ -594,7 +594,7 @@ async fn refresh(
         (None, None) => {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "invalid_token",
+                "invalid_refresh_token",
                 "No refresh token was sent.",
             ))
         }
@@ -640,7 +640,7 @@ async fn refresh(
         }
         Refresh::Invalid => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "invalid_token",
+            "invalid_refresh_token",
             "The refresh token is not valid; sign in again.",
         )),
     }

@@ -175,6 +175,7 @@ impl TestAppBuilder {
         let app = Application::build_with_listener(config, listener, Some(probe_routes())).await?;
         let addr = app.local_addr().unwrap();
         let state = app.state().clone();
+        let data_dir = state.config.data_dir.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(app.run_until(async {
             let _ = rx.await;
@@ -186,6 +187,7 @@ impl TestAppBuilder {
                 .build()
                 .unwrap(),
             state,
+            data_dir,
             shutdown: Some(tx),
             handle: Some(handle),
             _tmp: tmp,
@@ -204,6 +206,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub state: AppState,
+    pub data_dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
     _tmp: Option<tempfile::TempDir>,
@@ -261,4 +264,101 @@ pub async fn error_body(resp: reqwest::Response, status: u16) -> serde_json::Val
     assert!(body["error"]["code"].is_string(), "{body}");
     assert!(body["error"]["message"].is_string(), "{body}");
     body["error"].clone()
+}
+
+/// A signed-in session's credentials (token mode).
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub session_id: String,
+    pub access: String,
+    pub refresh: String,
+}
+
+impl Session {
+    pub fn from_body(body: &serde_json::Value) -> Session {
+        let s = |k: &str| body[k].as_str().unwrap_or_default().to_owned();
+        assert!(body["user"]["id"].is_string(), "{body}");
+        Session {
+            session_id: s("session_id"),
+            access: s("access_token"),
+            refresh: s("refresh_token"),
+        }
+    }
+}
+
+pub const OWNER_EMAIL: &str = "owner@example.com";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+impl TestApp {
+    pub fn setup_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("setup-token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// Create the owner through first-run setup and return its session.
+    pub async fn create_owner(&self) -> Session {
+        let resp = self
+            .client
+            .post(self.url("/api/setup"))
+            .json(&serde_json::json!({
+                "setup_token": self.setup_token(),
+                "email": OWNER_EMAIL,
+                "password": PASSWORD,
+                "display_name": "Olive Owner",
+                "workspace_name": "Acme",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        Session::from_body(&resp.json().await.unwrap())
+    }
+
+    pub async fn sign_in(&self, email: &str, password: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/auth/sign-in"))
+            .json(&serde_json::json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A user in `state` with `role`, created directly in the store, signed in.
+    pub async fn user_with(&self, email: &str, role: &str, state: &str) -> Session {
+        let hash = self.state.hasher.hash(PASSWORD.into()).await.unwrap();
+        let user = self
+            .state
+            .store
+            .create_user(&cairn_store::accounts::NewUser {
+                email: email.into(),
+                display_name: email.into(),
+                password_hash: hash,
+                role: role.into(),
+                state: "active".into(),
+            })
+            .await
+            .unwrap();
+        let resp = self.sign_in(email, PASSWORD).await;
+        assert_eq!(resp.status(), 200);
+        let session = Session::from_body(&resp.json().await.unwrap());
+        if state != "active" {
+            self.state
+                .store
+                .set_user_state(user.id, state)
+                .await
+                .unwrap();
+        }
+        session
+    }
+
+    pub async fn get_as(&self, path: &str, s: &Session) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(&s.access)
+            .send()
+            .await
+            .unwrap()
+    }
 }

@@ -5,6 +5,8 @@
 
 mod helpers;
 
+mod access_matrix;
+mod accounts;
 mod cli;
 mod health;
 mod http;

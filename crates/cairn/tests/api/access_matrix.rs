@@ -1,0 +1,152 @@
+//! The authorization matrix: every route the router has × every kind of caller → the expected
+//! outcome. The route list comes from the router's own rule table, and must equal the table
+//! below: a new route without a row here fails `every_route_has_a_row_in_the_matrix`.
+
+use cairn::auth::Access;
+
+use crate::helpers::{on_both_backends, Backend, Session, TestApp};
+
+/// Every API route and who may call it.
+const MATRIX: &[(&str, &str, Access)] = &[
+    ("GET", "/api/health", Access::Public),
+    ("GET", "/api/health/live", Access::Public),
+    ("GET", "/api/health/ready", Access::Public),
+    ("GET", "/metrics", Access::Public),
+    ("GET", "/api/setup", Access::Public),
+    ("POST", "/api/setup", Access::Public),
+    ("POST", "/api/auth/sign-in", Access::Public),
+    ("POST", "/api/auth/refresh", Access::Public),
+    ("POST", "/api/auth/sign-out", Access::SignedIn),
+    ("POST", "/api/auth/sign-out-everywhere", Access::SignedIn),
+    ("GET", "/api/me", Access::SignedIn),
+    ("PUT", "/api/me/password", Access::Member),
+    ("GET", "/api/me/sessions", Access::SignedIn),
+    ("DELETE", "/api/me/sessions/{id}", Access::SignedIn),
+];
+
+/// Error codes that mean "the authorization layer refused".
+const DENIALS: &[&str] = &[
+    "unauthenticated",
+    "invalid_token",
+    "account_pending",
+    "account_suspended",
+    "forbidden",
+    "csrf_failed",
+];
+
+#[tokio::test]
+async fn every_route_has_a_row_in_the_matrix() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut routes: Vec<(String, &str, Access)> = app
+        .state
+        .routes
+        .entries()
+        .iter()
+        .map(|e| (e.method.to_string(), e.path, e.rule.access))
+        .collect();
+    let mut expected: Vec<(String, &str, Access)> = MATRIX
+        .iter()
+        .map(|(m, p, a)| (m.to_string(), *p, *a))
+        .collect();
+    routes.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    expected.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    assert_eq!(
+        routes, expected,
+        "the router's routes and the matrix differ: add a row for each new route"
+    );
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Caller {
+    Anonymous,
+    Pending,
+    Member,
+    Admin,
+    Suspended,
+}
+
+fn allowed(access: Access, caller: Caller) -> bool {
+    match (access, caller) {
+        (Access::Public, _) => true,
+        (_, Caller::Anonymous | Caller::Suspended) => false,
+        (Access::SignedIn, _) => true,
+        (Access::Member, Caller::Member | Caller::Admin) => true,
+        (Access::Admin, Caller::Admin) => true,
+        _ => false,
+    }
+}
+
+on_both_backends!(every_route_enforces_its_row_for_every_kind_of_caller);
+
+async fn every_route_enforces_its_row_for_every_kind_of_caller(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.create_owner().await;
+    let callers = [
+        Caller::Anonymous,
+        Caller::Pending,
+        Caller::Member,
+        Caller::Admin,
+        Caller::Suspended,
+    ];
+    let mut failures = Vec::new();
+    let mut n = 0;
+    for (method, path, access) in MATRIX {
+        for caller in callers {
+            n += 1;
+            // A fresh account per call: some routes (sign-out, password) end the session they use.
+            let session: Option<Session> = match caller {
+                Caller::Anonymous => None,
+                Caller::Pending => Some(
+                    app.user_with(&format!("p{n}@example.com"), "member", "pending")
+                        .await,
+                ),
+                Caller::Member => Some(
+                    app.user_with(&format!("m{n}@example.com"), "member", "active")
+                        .await,
+                ),
+                Caller::Admin => Some(
+                    app.user_with(&format!("a{n}@example.com"), "admin", "active")
+                        .await,
+                ),
+                Caller::Suspended => Some(
+                    app.user_with(&format!("s{n}@example.com"), "member", "suspended")
+                        .await,
+                ),
+            };
+            let url = app.url(&path.replace("{id}", &cairn_store::Id::new().to_string()));
+            let mut req = app.client.request(method.parse().unwrap(), url);
+            if *method != "GET" {
+                req = req.json(&serde_json::json!({}));
+            }
+            if let Some(s) = &session {
+                req = req.bearer_auth(&s.access);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+            let code = body["error"]["code"].as_str().unwrap_or("");
+            let denied = DENIALS.contains(&code);
+            let expect_allowed = allowed(*access, caller);
+            if denied == expect_allowed {
+                failures.push(format!(
+                    "{method} {path} as {caller:?}: got {status} {code}, expected {}",
+                    if expect_allowed { "allowed" } else { "denied" }
+                ));
+            }
+            // Denials carry the right status.
+            if denied {
+                let want = if code == "unauthenticated" || code == "invalid_token" {
+                    401
+                } else {
+                    403
+                };
+                if status != want {
+                    failures.push(format!(
+                        "{method} {path} as {caller:?}: {code} with status {status}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
