@@ -16,7 +16,7 @@ use cairn_store::{ConnectOptions, Db, Store};
 use thiserror::Error;
 use tokio::net::TcpListener;
 
-use crate::accounts::password::{HashParams, PasswordHasherPool, PasswordPolicy};
+use crate::accounts::password::{PasswordHasherPool, PasswordPolicy};
 use crate::accounts::tokens::TokenKeys;
 use crate::auth::RouteTable;
 use crate::config::production::{self, Problem};
@@ -147,26 +147,8 @@ impl Application {
         }
         let tokens = TokenKeys::new(&keys.signing, &keys.signing_kid, &keys.cookie_key)
             .map_err(StartError::Setup)?;
-        let auth = &config.auth;
-        let concurrency = match auth.hash_concurrency {
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
-            n => n,
-        };
-        let hasher = PasswordHasherPool::new(
-            HashParams {
-                memory_kib: auth.argon2_memory_kib,
-                iterations: auth.argon2_iterations,
-                parallelism: 1,
-            },
-            concurrency,
-        )
-        .map_err(|e| StartError::Setup(e.to_string()))?;
-        let password_policy = PasswordPolicy {
-            min_length: auth.password_min_length,
-            require_classes: auth.password_require_classes,
-        };
+        let (hasher, password_policy) = crate::accounts::password::from_config(&config.auth)
+            .map_err(|e| StartError::Setup(e.to_string()))?;
         let (api, routes) = crate::http::api_routes().into_parts();
         let security_headers = crate::http::security_headers(&config);
         let state = AppState(Arc::new(Inner {

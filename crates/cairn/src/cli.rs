@@ -51,6 +51,9 @@ pub enum Command {
     /// Manage secret material.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Manage accounts from the server's side (first owner, password resets).
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Ask a running server for its health; exit 0 when healthy (for container health checks).
     Health {
         /// The health URL. Default: /api/health on the configured listen address.
@@ -91,6 +94,32 @@ pub enum ConfigCommand {
     },
     /// Print the reference of every setting as Markdown (docs/configuration.md).
     Reference,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an account: the owner when the workspace has none (no setup token needed), else an admin.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Display name. Default: the part of the email before the @.
+        #[arg(long)]
+        name: Option<String>,
+        /// owner, admin or member. Default: owner if there is none, else admin.
+        #[arg(long, value_parser = ["owner", "admin", "member"])]
+        role: Option<String>,
+        /// Read the password from standard input (required: passwords are never arguments).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Set a new password for an account and end all of its sessions.
+    ResetPassword {
+        #[arg(long)]
+        email: String,
+        /// Read the new password from standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -179,6 +208,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Secrets(SecretsCommand::Generate { out, force }) => secrets_generate(out, *force),
+        Command::Admin(cmd) => admin(&cli, cmd).await,
         Command::Health { url, timeout_secs } => health(&cli, url.as_deref(), *timeout_secs).await,
         Command::Version { json } => {
             version(*json);
@@ -314,6 +344,56 @@ async fn migrate(cli: &Cli, dry_run: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("cairn: migration failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn admin(cli: &Cli, cmd: &AdminCommand) -> ExitCode {
+    use crate::accounts::admin_cli;
+    let config = match cli.load(None) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let _log_guard = crate::telemetry::init(LogFormat::Pretty, "warn");
+    if let Err(e) = crate::datadir::prepare(&config.data_dir) {
+        eprintln!("cairn: {e}");
+        return ExitCode::FAILURE;
+    }
+    let store = match app::open_store(&config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cmd {
+        AdminCommand::Create {
+            email, name, role, ..
+        } => match admin_cli::read_password_stdin() {
+            Ok(pw) => {
+                let role = role.as_deref().and_then(|r| r.parse().ok());
+                admin_cli::create(&store, &config, email, name.as_deref(), role, pw)
+                    .await
+                    .map(|(role, email)| format!("created {role} {email}"))
+            }
+            Err(e) => Err(e),
+        },
+        AdminCommand::ResetPassword { email, .. } => match admin_cli::read_password_stdin() {
+            Ok(pw) => admin_cli::reset_password(&store, &config, email, pw)
+                .await
+                .map(|email| format!("password of {email} reset; all of its sessions ended")),
+            Err(e) => Err(e),
+        },
+    };
+    store.db().close().await;
+    match result {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cairn: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -75,6 +75,31 @@ impl PasswordPolicy {
     }
 }
 
+/// The hashing pool and policy the configuration asks for.
+pub fn from_config(
+    auth: &crate::config::AuthConfig,
+) -> Result<(PasswordHasherPool, PasswordPolicy), HashError> {
+    let concurrency = match auth.hash_concurrency {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+        n => n,
+    };
+    let pool = PasswordHasherPool::new(
+        HashParams {
+            memory_kib: auth.argon2_memory_kib,
+            iterations: auth.argon2_iterations,
+            parallelism: 1,
+        },
+        concurrency,
+    )?;
+    let policy = PasswordPolicy {
+        min_length: auth.password_min_length,
+        require_classes: auth.password_require_classes,
+    };
+    Ok((pool, policy))
+}
+
 /// Argon2id parameters.
 #[derive(Debug, Clone, Copy)]
 pub struct HashParams {

@@ -291,3 +291,129 @@ fn serve_prints_its_url_answers_health_and_stops_on_sigterm() {
     ]));
     assert_eq!(code, 1, "health must fail once the server is gone");
 }
+
+fn with_stdin(cmd: &mut Command, input: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+#[test]
+fn admin_create_makes_the_owner_then_admins_and_reset_password_ends_sessions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fast = [
+        "--set",
+        "auth.argon2_memory_kib=1024",
+        "--set",
+        "auth.argon2_iterations=1",
+    ];
+    let (code, out, err) = with_stdin(
+        cairn(tmp.path()).args(fast).args([
+            "admin",
+            "create",
+            "--email",
+            "Boss@Example.com",
+            "--password-stdin",
+        ]),
+        "correct horse battery staple\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "created owner boss@example.com");
+    let (code, out, _) = with_stdin(
+        cairn(tmp.path()).args(fast).args([
+            "admin",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--password-stdin",
+        ]),
+        "another long passphrase\n",
+    );
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "created admin ops@example.com");
+    // Refusals: a weak password, a duplicate, a second owner, nothing on stdin.
+    let (code, _, err) = with_stdin(
+        cairn(tmp.path()).args(fast).args([
+            "admin",
+            "create",
+            "--email",
+            "x@example.com",
+            "--password-stdin",
+        ]),
+        "password\n",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("at least 12 characters"), "{err}");
+    let (code, _, err) = with_stdin(
+        cairn(tmp.path()).args(fast).args([
+            "admin",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--password-stdin",
+        ]),
+        "yet another long passphrase\n",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, err) = with_stdin(
+        cairn(tmp.path()).args(fast).args([
+            "admin",
+            "create",
+            "--email",
+            "o2@example.com",
+            "--role",
+            "owner",
+            "--password-stdin",
+        ]),
+        "yet another long passphrase\n",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("already has an owner"), "{err}");
+    let (code, _, err) = with_stdin(
+        cairn(tmp.path()).args(fast).args([
+            "admin",
+            "reset-password",
+            "--email",
+            "nobody@example.com",
+            "--password-stdin",
+        ]),
+        "yet another long passphrase\n",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("no account"), "{err}");
+    let (code, out, err) = with_stdin(
+        cairn(tmp.path()).args(fast).args([
+            "admin",
+            "reset-password",
+            "--email",
+            "BOSS@example.com",
+            "--password-stdin",
+        ]),
+        "a completely new passphrase\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("boss@example.com"), "{out}");
+    // The setup token is gone once an owner exists.
+    assert!(!tmp.path().join("cairn-data/setup-token").exists());
+}
