@@ -169,6 +169,43 @@ impl Store {
         .ok_or(StoreError::NotFound)
     }
 
+    /// Users matching `query` (in email or display name) and `state`, in id order after
+    /// `after`, at most `limit`.
+    pub async fn list_users(
+        &self,
+        query: Option<&str>,
+        state: Option<&str>,
+        after: Option<Id>,
+        limit: u32,
+    ) -> StoreResult<Vec<UserRow>> {
+        let pattern = query.map(|q| {
+            let escaped = q
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE ($1 IS NULL OR email LIKE $1 ESCAPE '\\' \
+             OR lower(display_name) LIKE $1 ESCAPE '\\') AND ($2 IS NULL OR state = $2) \
+             AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4"
+        );
+        Ok(
+            on_pool!(self.db.pool(), p => sqlx::query_as::<_, UserRow>(&sql)
+            .bind(&pattern).bind(state).bind(after).bind(i64::from(limit)).fetch_all(p).await)?,
+        )
+    }
+
+    pub async fn set_user_role(&self, id: Id, role: &str) -> StoreResult<UserRow> {
+        let sql = format!(
+            "UPDATE users SET role = $2, updated_at = $3 WHERE id = $1 RETURNING {USER_COLUMNS}"
+        );
+        on_pool!(self.db.pool(), p => sqlx::query_as::<_, UserRow>(&sql)
+            .bind(id).bind(role).bind(Timestamp::now()).fetch_optional(p).await)?
+        .ok_or(StoreError::NotFound)
+    }
+
     /// Start a session with its first refresh token.
     pub async fn create_session(
         &self,

@@ -355,7 +355,7 @@ async fn admin(cli: &Cli, cmd: &AdminCommand) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let _log_guard = crate::telemetry::init(LogFormat::Pretty, "warn");
+    crate::telemetry::init(LogFormat::Pretty, "warn");
     if let Err(e) = crate::datadir::prepare(&config.data_dir) {
         eprintln!("cairn: {e}");
         return ExitCode::FAILURE;

@@ -2,6 +2,7 @@
 //! setup. Who may call what is decided by [`crate::auth`]; this module holds the accounts
 //! themselves and their HTTP routes.
 
+pub mod admin;
 pub mod admin_cli;
 pub mod email;
 pub mod password;

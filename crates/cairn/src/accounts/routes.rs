@@ -29,6 +29,7 @@ pub fn routes() -> ApiRoutes {
     ApiRoutes::new()
         .route(Method::GET, "/api/setup", Rule::PUBLIC, setup_status)
         .route(Method::POST, "/api/setup", Rule::PUBLIC, setup_workspace)
+        .route(Method::POST, "/api/auth/sign-up", Rule::PUBLIC, sign_up)
         .route(Method::POST, "/api/auth/sign-in", Rule::PUBLIC, sign_in)
         .route(Method::POST, "/api/auth/refresh", Rule::PUBLIC, refresh)
         .route(
@@ -136,13 +137,13 @@ struct SessionResponse {
 }
 
 /// Who asked, for sessions and the audit log.
-struct Caller {
+pub(crate) struct Caller {
     ip: String,
     user_agent: Option<String>,
 }
 
 impl Caller {
-    fn new(ip: ClientIp, headers: &HeaderMap) -> Self {
+    pub(crate) fn new(ip: ClientIp, headers: &HeaderMap) -> Self {
         Self {
             ip: ip.0.to_string(),
             user_agent: headers
@@ -152,7 +153,7 @@ impl Caller {
         }
     }
 
-    fn audit(&self, action: &str, actor: Option<Id>) -> AuditEntry {
+    pub(crate) fn audit(&self, action: &str, actor: Option<Id>) -> AuditEntry {
         let mut e = AuditEntry::new(action);
         e.actor_id = actor;
         e.ip = Some(self.ip.clone());
@@ -161,7 +162,7 @@ impl Caller {
     }
 }
 
-async fn audit(state: &AppState, entry: AuditEntry) {
+pub(crate) async fn audit(state: &AppState, entry: AuditEntry) {
     if let Err(e) = state.store.append_audit(&entry).await {
         tracing::error!(error = %e, action = %entry.action, "could not write the audit log");
     }
@@ -450,6 +451,73 @@ async fn setup_workspace(
 
 fn sqlx_json(v: serde_json::Value) -> cairn_store::Json<serde_json::Value> {
     cairn_store::Json(v)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignUpRequest {
+    email: String,
+    password: String,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    session: SessionMode,
+}
+
+/// Create an account under the registration policy: pending approval by default (the new user
+/// can sign in only to see that status), active at once when registration is open.
+async fn sign_up(
+    State(state): State<AppState>,
+    Extension(ip): Extension<ClientIp>,
+    headers: HeaderMap,
+    Json(req): Json<SignUpRequest>,
+) -> ApiResult<Response> {
+    use crate::config::Registration;
+    let caller = Caller::new(ip, &headers);
+    let account_state = match state.config.auth.registration {
+        Registration::Closed => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "registration_closed",
+                "Sign-up is closed here; ask an administrator for an account.",
+            ))
+        }
+        Registration::Approval => AccountState::Pending,
+        Registration::Open => AccountState::Active,
+    };
+    let email = email::normalize(&req.email).map_err(|e| invalid_field("email", e.message()))?;
+    let name = display_name(&req.display_name, &email)?;
+    check_new_password(&state, "password", &req.password, &email)?;
+    let hash = state
+        .hasher
+        .hash(req.password)
+        .await
+        .map_err(ApiError::internal)?;
+    let user = match state
+        .store
+        .create_user(&NewUser {
+            email,
+            display_name: name,
+            password_hash: hash,
+            role: Role::Member.as_str().into(),
+            state: account_state.as_str().into(),
+        })
+        .await
+    {
+        Ok(u) => u,
+        Err(StoreError::Conflict { .. }) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "email_taken",
+                "An account with this email already exists; sign in instead.",
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut e = caller.audit("auth.sign_up", Some(user.id));
+    e.details = Some(sqlx_json(json!({ "state": user.state })));
+    audit(&state, e).await;
+    start_session(&state, &user, &caller, req.session, StatusCode::CREATED).await
 }
 
 #[derive(Deserialize)]

@@ -36,6 +36,8 @@ pub enum Access {
     Member,
     /// An active admin or owner.
     Admin,
+    /// The active owner.
+    Owner,
 }
 
 /// A route's authorization rule.
@@ -56,6 +58,9 @@ impl Rule {
     };
     pub const ADMIN: Rule = Rule {
         access: Access::Admin,
+    };
+    pub const OWNER: Rule = Rule {
+        access: Access::Owner,
     };
 }
 
@@ -182,6 +187,7 @@ pub fn decide(
         )),
         (Access::Member, AccountState::Active) => Ok(()),
         (Access::Admin, AccountState::Active) if p.role.is_admin() => Ok(()),
+        (Access::Owner, AccountState::Active) if p.role == crate::accounts::Role::Owner => Ok(()),
         _ => Err(ApiError::forbidden("You are not allowed to do this.")),
     }
 }

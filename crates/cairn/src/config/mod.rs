@@ -69,8 +69,17 @@ pub struct MetricsConfig {
     pub public: bool,
 }
 
+/// Who may sign up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    Closed,
+    Approval,
+    Open,
+}
+
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
+    pub registration: Registration,
     pub access_token_ttl: Duration,
     pub session_ttl: Duration,
     pub password_min_length: usize,
@@ -190,6 +199,11 @@ impl Config {
                 )),
             },
             auth: AuthConfig {
+                registration: match p.text("auth.registration") {
+                    "closed" => Registration::Closed,
+                    "open" => Registration::Open,
+                    _ => Registration::Approval,
+                },
                 access_token_ttl: Duration::from_secs(p.number(
                     "auth.access_token_ttl_secs",
                     30,

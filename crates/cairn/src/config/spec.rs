@@ -233,6 +233,13 @@ pub const SETTINGS: &[Setting] = &[
         help: "How long one dependency check may take before it counts as failed.",
     },
     Setting {
+        key: "auth.registration",
+        default: "approval",
+        kind: Kind::Choice(&["closed", "approval", "open"]),
+        aliases: &[],
+        help: "Who may create an account with `POST /api/auth/sign-up`: nobody (`closed`; admins add people), anyone pending an admin's approval (`approval`), or anyone at once (`open`).",
+    },
+    Setting {
         key: "auth.access_token_ttl_secs",
         default: "900",
         kind: Kind::Integer,

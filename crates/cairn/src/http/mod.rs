@@ -9,6 +9,7 @@ pub mod client_ip;
 pub mod error;
 pub mod json;
 pub mod middleware;
+pub mod query;
 
 use std::time::Duration;
 
@@ -120,6 +121,7 @@ pub fn api_routes() -> ApiRoutes {
     ApiRoutes::new()
         .merge(crate::ops::routes::routes())
         .merge(crate::accounts::routes::routes())
+        .merge(crate::accounts::admin::routes())
 }
 
 /// The whole application router: `api` (from [`api_routes`]) plus `extra` (tests mount probes

@@ -14,6 +14,7 @@ const MATRIX: &[(&str, &str, Access)] = &[
     ("GET", "/metrics", Access::Public),
     ("GET", "/api/setup", Access::Public),
     ("POST", "/api/setup", Access::Public),
+    ("POST", "/api/auth/sign-up", Access::Public),
     ("POST", "/api/auth/sign-in", Access::Public),
     ("POST", "/api/auth/refresh", Access::Public),
     ("POST", "/api/auth/sign-out", Access::SignedIn),
@@ -22,6 +23,15 @@ const MATRIX: &[(&str, &str, Access)] = &[
     ("PUT", "/api/me/password", Access::Member),
     ("GET", "/api/me/sessions", Access::SignedIn),
     ("DELETE", "/api/me/sessions/{id}", Access::SignedIn),
+    ("GET", "/api/users", Access::Admin),
+    ("GET", "/api/users/{id}", Access::Admin),
+    ("POST", "/api/users/{id}/approve", Access::Admin),
+    ("POST", "/api/users/{id}/deny", Access::Admin),
+    ("POST", "/api/users/{id}/suspend", Access::Admin),
+    ("POST", "/api/users/{id}/reactivate", Access::Admin),
+    ("POST", "/api/users/{id}/revoke-sessions", Access::Admin),
+    ("PUT", "/api/users/{id}/role", Access::Owner),
+    ("GET", "/api/audit", Access::Admin),
 ];
 
 /// Error codes that mean "the authorization layer refused".
@@ -62,6 +72,7 @@ enum Caller {
     Pending,
     Member,
     Admin,
+    Owner,
     Suspended,
 }
 
@@ -71,7 +82,9 @@ fn allowed(access: Access, caller: Caller) -> bool {
         (_, Caller::Anonymous | Caller::Suspended) => false,
         (Access::SignedIn, _) => true,
         (Access::Member, Caller::Member | Caller::Admin) => true,
-        (Access::Admin, Caller::Admin) => true,
+        (Access::Admin, Caller::Admin | Caller::Owner) => true,
+        (Access::Owner, Caller::Owner) => true,
+        (Access::Member, Caller::Owner) => true,
         _ => false,
     }
 }
@@ -108,6 +121,13 @@ async fn every_route_enforces_its_row_for_every_kind_of_caller(backend: Backend)
                     app.user_with(&format!("a{n}@example.com"), "admin", "active")
                         .await,
                 ),
+                Caller::Owner => Some(Session::from_body(
+                    &app.sign_in(crate::helpers::OWNER_EMAIL, crate::helpers::PASSWORD)
+                        .await
+                        .json()
+                        .await
+                        .unwrap(),
+                )),
                 Caller::Suspended => Some(
                     app.user_with(&format!("s{n}@example.com"), "member", "suspended")
                         .await,

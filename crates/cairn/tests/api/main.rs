@@ -7,6 +7,7 @@ mod helpers;
 
 mod access_matrix;
 mod accounts;
+mod admin;
 mod cli;
 mod health;
 mod http;
