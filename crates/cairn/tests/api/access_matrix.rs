@@ -99,6 +99,7 @@ async fn every_route_enforces_its_row_for_every_kind_of_caller(backend: Backend)
         Caller::Pending,
         Caller::Member,
         Caller::Admin,
+        Caller::Owner,
         Caller::Suspended,
     ];
     let mut failures = Vec::new();
