@@ -30,7 +30,8 @@ pub struct UserRow {
     pub updated_at: Timestamp,
 }
 
-const USER_COLUMNS: &str = "id, email, display_name, password_hash, role, state, totp_secret, \
+pub(crate) const USER_COLUMNS: &str =
+    "id, email, display_name, password_hash, role, state, totp_secret, \
     totp_enabled, failed_sign_ins, locked_until, tokens_valid_after, last_sign_in_at, created_at, \
     updated_at";
 

@@ -12,9 +12,11 @@
 //! - [`types`] — [`Id`] and [`Timestamp`], mapped to each backend's natural type.
 //! - [`settings`] — system settings with optimistic versions.
 //! - [`accounts`] — users, sessions and refresh-token rotation, preferences.
+//! - [`api_keys`] — scoped API keys, stored hashed.
 //! - [`audit`] — the append-only audit log.
 
 pub mod accounts;
+pub mod api_keys;
 pub mod audit;
 pub mod db;
 pub mod error;

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::routes::{audit, Caller, UserView};
 use super::{Role, State as AccountState};
 use crate::app::AppState;
-use crate::auth::{ApiRoutes, Principal, Rule};
+use crate::auth::{ApiRoutes, Principal, Rule, Scope};
 use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::Json;
@@ -23,35 +23,60 @@ use crate::http::query::{page_limit, Query};
 
 pub fn routes() -> ApiRoutes {
     ApiRoutes::new()
-        .route(Method::GET, "/api/users", Rule::ADMIN, list_users)
-        .route(Method::GET, "/api/users/{id}", Rule::ADMIN, get_user)
+        .route(
+            Method::GET,
+            "/api/users",
+            Rule::ADMIN.key(Scope::Admin),
+            list_users,
+        )
+        .route(
+            Method::GET,
+            "/api/users/{id}",
+            Rule::ADMIN.key(Scope::Admin),
+            get_user,
+        )
         .route(
             Method::POST,
             "/api/users/{id}/approve",
-            Rule::ADMIN,
+            Rule::ADMIN.key(Scope::Admin),
             approve,
         )
-        .route(Method::POST, "/api/users/{id}/deny", Rule::ADMIN, deny)
+        .route(
+            Method::POST,
+            "/api/users/{id}/deny",
+            Rule::ADMIN.key(Scope::Admin),
+            deny,
+        )
         .route(
             Method::POST,
             "/api/users/{id}/suspend",
-            Rule::ADMIN,
+            Rule::ADMIN.key(Scope::Admin),
             suspend,
         )
         .route(
             Method::POST,
             "/api/users/{id}/reactivate",
-            Rule::ADMIN,
+            Rule::ADMIN.key(Scope::Admin),
             reactivate,
         )
         .route(
             Method::POST,
             "/api/users/{id}/revoke-sessions",
-            Rule::ADMIN,
+            Rule::ADMIN.key(Scope::Admin),
             revoke_sessions,
         )
-        .route(Method::PUT, "/api/users/{id}/role", Rule::OWNER, set_role)
-        .route(Method::GET, "/api/audit", Rule::ADMIN, list_audit)
+        .route(
+            Method::PUT,
+            "/api/users/{id}/role",
+            Rule::OWNER.key(Scope::Admin),
+            set_role,
+        )
+        .route(
+            Method::GET,
+            "/api/audit",
+            Rule::ADMIN.key(Scope::Admin),
+            list_audit,
+        )
 }
 
 #[derive(Serialize)]

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod admin_cli;
+pub mod api_keys;
 pub mod email;
 pub mod password;
 pub mod routes;

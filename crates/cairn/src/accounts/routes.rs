@@ -19,7 +19,7 @@ use serde_json::json;
 use super::tokens::{random_token, token_hash, REFRESH_PREFIX};
 use super::{email, setup, Role, State as AccountState};
 use crate::app::AppState;
-use crate::auth::{ApiRoutes, Principal, Rule, Via};
+use crate::auth::{ApiRoutes, Principal, Rule, Scope, Via};
 use crate::config::Config;
 use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, ApiResult};
@@ -44,7 +44,7 @@ pub fn routes() -> ApiRoutes {
             Rule::SIGNED_IN,
             sign_out_everywhere,
         )
-        .route(Method::GET, "/api/me", Rule::SIGNED_IN, me)
+        .route(Method::GET, "/api/me", Rule::SIGNED_IN.key(Scope::Read), me)
         .route(
             Method::PUT,
             "/api/me/password",
@@ -714,6 +714,13 @@ async fn refresh(
     }
 }
 
+/// The caller's session (routes that use it refuse API keys, which have none).
+fn session_of(p: &Principal) -> ApiResult<Id> {
+    p.session_id.ok_or_else(|| {
+        ApiError::internal(anyhow::anyhow!("session route reached without a session"))
+    })
+}
+
 async fn sign_out(
     State(state): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -722,7 +729,7 @@ async fn sign_out(
 ) -> ApiResult<Response> {
     state
         .store
-        .revoke_session(p.session_id, p.user_id, "signed_out")
+        .revoke_session(session_of(&p)?, p.user_id, "signed_out")
         .await?;
     audit(
         &state,
@@ -841,7 +848,7 @@ async fn my_sessions(
         .await?
         .into_iter()
         .map(|s| SessionView {
-            current: s.id == p.session_id,
+            current: Some(s.id) == p.session_id,
             id: s.id,
             created_at: s.created_at,
             last_used_at: s.last_used_at,

@@ -40,28 +40,82 @@ pub enum Access {
     Owner,
 }
 
-/// A route's authorization rule.
+/// What an API key may be used for. Keys carry one or more; each route names the one it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Scope {
+    #[serde(rename = "read")]
+    Read,
+    #[serde(rename = "chat")]
+    Chat,
+    #[serde(rename = "ingest")]
+    Ingest,
+    #[serde(rename = "traces:write")]
+    TracesWrite,
+    #[serde(rename = "admin")]
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 5] = [
+        Scope::Read,
+        Scope::Chat,
+        Scope::Ingest,
+        Scope::TracesWrite,
+        Scope::Admin,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Chat => "chat",
+            Scope::Ingest => "ingest",
+            Scope::TracesWrite => "traces:write",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A route's authorization rule: who may call it, and which API-key scope (if any) lets a key
+/// call it. Routes with no scope refuse API keys (managing sessions, passwords, keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
     pub access: Access,
+    pub api_key: Option<Scope>,
 }
 
 impl Rule {
     pub const PUBLIC: Rule = Rule {
         access: Access::Public,
+        api_key: None,
     };
     pub const SIGNED_IN: Rule = Rule {
         access: Access::SignedIn,
+        api_key: None,
     };
     pub const MEMBER: Rule = Rule {
         access: Access::Member,
+        api_key: None,
     };
     pub const ADMIN: Rule = Rule {
         access: Access::Admin,
+        api_key: None,
     };
     pub const OWNER: Rule = Rule {
         access: Access::Owner,
+        api_key: None,
     };
+
+    /// The same rule, also open to API keys with `scope`.
+    pub const fn key(self, scope: Scope) -> Rule {
+        Rule {
+            access: self.access,
+            api_key: Some(scope),
+        }
+    }
 }
 
 /// One registered route.
@@ -170,6 +224,26 @@ pub fn decide(
     let Some(p) = principal else {
         return Err(unauthenticated("Sign in to do this."));
     };
+    if let Via::ApiKey = p.via {
+        match rule.api_key {
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "api_key_not_allowed",
+                    "API keys cannot be used for this; sign in instead.",
+                ))
+            }
+            Some(scope) if !p.scopes.contains(&scope) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "insufficient_scope",
+                    format!("This API key lacks the `{}` scope.", scope.as_str()),
+                )
+                .with_details(serde_json::json!({ "required_scope": scope.as_str() })))
+            }
+            Some(_) => {}
+        }
+    }
     let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     if p.via == Via::Cookie && !safe && !csrf_ok {
         return Err(ApiError::new(
@@ -224,7 +298,7 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
         req.headers()
             .get("x-csrf-token")
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|t| state.tokens.csrf_ok(p.session_id, t))
+            .is_some_and(|t| p.session_id.is_some_and(|sid| state.tokens.csrf_ok(sid, t)))
     });
     if let Err(e) = decide(rule, principal.as_ref(), req.method(), csrf_ok) {
         return e.into_response();

@@ -7,9 +7,11 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use cairn_store::accounts::UserRow;
 use cairn_store::{Id, Timestamp};
 
+use crate::accounts::api_keys;
 use crate::accounts::tokens::TokenError;
 use crate::accounts::{Role, State as AccountState};
 use crate::app::AppState;
+use crate::auth::Scope;
 use crate::http::error::ApiError;
 
 /// How the caller presented its credentials.
@@ -17,13 +19,17 @@ use crate::http::error::ApiError;
 pub enum Via {
     Bearer,
     Cookie,
+    ApiKey,
 }
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user_id: Id,
-    pub session_id: Id,
+    /// The session, for access tokens; `None` for API keys.
+    pub session_id: Option<Id>,
+    /// What an API key may do; empty for sessions (whose reach is their role's).
+    pub scopes: Vec<Scope>,
     pub role: Role,
     pub state: AccountState,
     pub via: Via,
@@ -31,7 +37,7 @@ pub struct Principal {
     pub user: UserRow,
 }
 
-fn invalid(message: &'static str) -> ApiError {
+pub(crate) fn invalid(message: &'static str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", message).with_header(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer error=\"invalid_token\""),
@@ -67,6 +73,9 @@ pub async fn authenticate(
     let Some((token, via)) = presented(state, headers) else {
         return Ok(None);
     };
+    if via == Via::Bearer && token.starts_with(api_keys::KEY_PREFIX) {
+        return api_keys::authenticate(state, &token).await.map(Some);
+    }
     let claims = state.tokens.verify(&token).map_err(|e| match e {
         TokenError::Expired => invalid("The access token has expired; refresh it."),
         _ => invalid("The access token is not valid."),
@@ -81,6 +90,20 @@ pub async fn authenticate(
     if claims.iat_ms < user.tokens_valid_after.as_millis() {
         return Err(invalid("The access token was revoked; sign in again."));
     }
+    let (role, account_state) = standing(&user)?;
+    Ok(Some(Principal {
+        user_id: user.id,
+        session_id: Some(session.id),
+        scopes: Vec::new(),
+        role,
+        state: account_state,
+        via,
+        user,
+    }))
+}
+
+/// The user's role and state, refusing suspended and denied accounts.
+pub fn standing(user: &UserRow) -> Result<(Role, AccountState), ApiError> {
     let role: Role = user
         .role
         .parse()
@@ -99,12 +122,5 @@ pub async fn authenticate(
             "This account is suspended.",
         ));
     }
-    Ok(Some(Principal {
-        user_id: user.id,
-        session_id: session.id,
-        role,
-        state: account_state,
-        via,
-        user,
-    }))
+    Ok((role, account_state))
 }

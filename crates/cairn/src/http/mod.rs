@@ -122,6 +122,7 @@ pub fn api_routes() -> ApiRoutes {
         .merge(crate::ops::routes::routes())
         .merge(crate::accounts::routes::routes())
         .merge(crate::accounts::admin::routes())
+        .merge(crate::accounts::api_keys::routes())
 }
 
 /// The whole application router: `api` (from [`api_routes`]) plus `extra` (tests mount probes

@@ -2,40 +2,80 @@
 //! outcome. The route list comes from the router's own rule table, and must equal the table
 //! below: a new route without a row here fails `every_route_has_a_row_in_the_matrix`.
 
-use cairn::auth::Access;
+use cairn::auth::{Access, Scope};
 
 use crate::helpers::{on_both_backends, Backend, Session, TestApp};
 
 /// Every API route and who may call it.
-const MATRIX: &[(&str, &str, Access)] = &[
-    ("GET", "/api/health", Access::Public),
-    ("GET", "/api/health/live", Access::Public),
-    ("GET", "/api/health/ready", Access::Public),
-    ("GET", "/metrics", Access::Public),
-    ("GET", "/api/setup", Access::Public),
-    ("POST", "/api/setup", Access::Public),
-    ("POST", "/api/auth/sign-up", Access::Public),
-    ("POST", "/api/auth/sign-in", Access::Public),
-    ("POST", "/api/auth/refresh", Access::Public),
-    ("POST", "/api/auth/sign-out", Access::SignedIn),
-    ("POST", "/api/auth/sign-out-everywhere", Access::SignedIn),
-    ("GET", "/api/me", Access::SignedIn),
-    ("PUT", "/api/me/password", Access::Member),
-    ("GET", "/api/me/sessions", Access::SignedIn),
-    ("DELETE", "/api/me/sessions/{id}", Access::SignedIn),
-    ("GET", "/api/users", Access::Admin),
-    ("GET", "/api/users/{id}", Access::Admin),
-    ("POST", "/api/users/{id}/approve", Access::Admin),
-    ("POST", "/api/users/{id}/deny", Access::Admin),
-    ("POST", "/api/users/{id}/suspend", Access::Admin),
-    ("POST", "/api/users/{id}/reactivate", Access::Admin),
-    ("POST", "/api/users/{id}/revoke-sessions", Access::Admin),
-    ("PUT", "/api/users/{id}/role", Access::Owner),
-    ("GET", "/api/audit", Access::Admin),
+const MATRIX: &[(&str, &str, Access, Option<Scope>)] = &[
+    ("GET", "/api/health", Access::Public, None),
+    ("GET", "/api/health/live", Access::Public, None),
+    ("GET", "/api/health/ready", Access::Public, None),
+    ("GET", "/metrics", Access::Public, None),
+    ("GET", "/api/setup", Access::Public, None),
+    ("POST", "/api/setup", Access::Public, None),
+    ("POST", "/api/auth/sign-up", Access::Public, None),
+    ("POST", "/api/auth/sign-in", Access::Public, None),
+    ("POST", "/api/auth/refresh", Access::Public, None),
+    ("POST", "/api/auth/sign-out", Access::SignedIn, None),
+    (
+        "POST",
+        "/api/auth/sign-out-everywhere",
+        Access::SignedIn,
+        None,
+    ),
+    ("GET", "/api/me", Access::SignedIn, Some(Scope::Read)),
+    ("PUT", "/api/me/password", Access::Member, None),
+    ("GET", "/api/me/sessions", Access::SignedIn, None),
+    ("DELETE", "/api/me/sessions/{id}", Access::SignedIn, None),
+    ("GET", "/api/users", Access::Admin, Some(Scope::Admin)),
+    ("GET", "/api/users/{id}", Access::Admin, Some(Scope::Admin)),
+    (
+        "POST",
+        "/api/users/{id}/approve",
+        Access::Admin,
+        Some(Scope::Admin),
+    ),
+    (
+        "POST",
+        "/api/users/{id}/deny",
+        Access::Admin,
+        Some(Scope::Admin),
+    ),
+    (
+        "POST",
+        "/api/users/{id}/suspend",
+        Access::Admin,
+        Some(Scope::Admin),
+    ),
+    (
+        "POST",
+        "/api/users/{id}/reactivate",
+        Access::Admin,
+        Some(Scope::Admin),
+    ),
+    (
+        "POST",
+        "/api/users/{id}/revoke-sessions",
+        Access::Admin,
+        Some(Scope::Admin),
+    ),
+    (
+        "PUT",
+        "/api/users/{id}/role",
+        Access::Owner,
+        Some(Scope::Admin),
+    ),
+    ("GET", "/api/audit", Access::Admin, Some(Scope::Admin)),
+    ("POST", "/api/me/api-keys", Access::Member, None),
+    ("GET", "/api/me/api-keys", Access::SignedIn, None),
+    ("DELETE", "/api/me/api-keys/{id}", Access::SignedIn, None),
 ];
 
 /// Error codes that mean "the authorization layer refused".
 const DENIALS: &[&str] = &[
+    "api_key_not_allowed",
+    "insufficient_scope",
     "unauthenticated",
     "invalid_token",
     "account_pending",
@@ -47,16 +87,16 @@ const DENIALS: &[&str] = &[
 #[tokio::test]
 async fn every_route_has_a_row_in_the_matrix() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let mut routes: Vec<(String, &str, Access)> = app
+    let mut routes: Vec<(String, &str, Access, Option<Scope>)> = app
         .state
         .routes
         .entries()
         .iter()
-        .map(|e| (e.method.to_string(), e.path, e.rule.access))
+        .map(|e| (e.method.to_string(), e.path, e.rule.access, e.rule.api_key))
         .collect();
-    let mut expected: Vec<(String, &str, Access)> = MATRIX
+    let mut expected: Vec<(String, &str, Access, Option<Scope>)> = MATRIX
         .iter()
-        .map(|(m, p, a)| (m.to_string(), *p, *a))
+        .map(|(m, p, a, k)| (m.to_string(), *p, *a, *k))
         .collect();
     routes.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
     expected.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
@@ -74,9 +114,15 @@ enum Caller {
     Admin,
     Owner,
     Suspended,
+    /// An API key with this one scope, belonging to an active admin.
+    Key(Scope),
 }
 
-fn allowed(access: Access, caller: Caller) -> bool {
+fn allowed(access: Access, scope: Option<Scope>, caller: Caller) -> bool {
+    if let Caller::Key(k) = caller {
+        return access == Access::Public
+            || (scope == Some(k) && allowed(access, None, Caller::Admin));
+    }
     match (access, caller) {
         (Access::Public, _) => true,
         (_, Caller::Anonymous | Caller::Suspended) => false,
@@ -101,14 +147,28 @@ async fn every_route_enforces_its_row_for_every_kind_of_caller(backend: Backend)
         Caller::Admin,
         Caller::Owner,
         Caller::Suspended,
+        Caller::Key(Scope::Read),
+        Caller::Key(Scope::Chat),
+        Caller::Key(Scope::Ingest),
+        Caller::Key(Scope::TracesWrite),
+        Caller::Key(Scope::Admin),
     ];
     let mut failures = Vec::new();
     let mut n = 0;
-    for (method, path, access) in MATRIX {
+    for (method, path, access, scope) in MATRIX {
         for caller in callers {
             n += 1;
             // A fresh account per call: some routes (sign-out, password) end the session they use.
             let session: Option<Session> = match caller {
+                Caller::Key(scope) => {
+                    let admin = app
+                        .user_with(&format!("k{n}@example.com"), "admin", "active")
+                        .await;
+                    Some(crate::helpers::Session {
+                        access: app.api_key(&admin, &[scope.as_str()]).await,
+                        ..admin
+                    })
+                }
                 Caller::Anonymous => None,
                 Caller::Pending => Some(
                     app.user_with(&format!("p{n}@example.com"), "member", "pending")
@@ -147,7 +207,7 @@ async fn every_route_enforces_its_row_for_every_kind_of_caller(backend: Backend)
             let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
             let code = body["error"]["code"].as_str().unwrap_or("");
             let denied = DENIALS.contains(&code);
-            let expect_allowed = allowed(*access, caller);
+            let expect_allowed = allowed(*access, *scope, caller);
             if denied == expect_allowed {
                 failures.push(format!(
                     "{method} {path} as {caller:?}: got {status} {code}, expected {}",

@@ -353,6 +353,21 @@ impl TestApp {
         session
     }
 
+    /// Create an API key with `scopes` for the session's user; returns the key.
+    pub async fn api_key(&self, s: &Session, scopes: &[&str]) -> String {
+        let resp = self
+            .client
+            .post(self.url("/api/me/api-keys"))
+            .bearer_auth(&s.access)
+            .json(&serde_json::json!({ "name": "test key", "scopes": scopes }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        body["key"].as_str().unwrap().to_owned()
+    }
+
     pub async fn get_as(&self, path: &str, s: &Session) -> reqwest::Response {
         self.client
             .get(self.url(path))

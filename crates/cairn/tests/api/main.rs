@@ -8,6 +8,7 @@ mod helpers;
 mod access_matrix;
 mod accounts;
 mod admin;
+mod api_keys;
 mod cli;
 mod health;
 mod http;
