@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::accounts::password::{PasswordHasherPool, PasswordPolicy};
 use crate::accounts::tokens::TokenKeys;
+use crate::auth::limits::Limiter;
 use crate::auth::RouteTable;
 use crate::config::production::{self, Problem};
 use crate::config::{Config, Mode};
@@ -46,6 +47,7 @@ pub struct Inner {
     pub tokens: TokenKeys,
     pub hasher: PasswordHasherPool,
     pub password_policy: PasswordPolicy,
+    pub limiter: Limiter,
 }
 
 impl Deref for AppState {
@@ -149,6 +151,7 @@ impl Application {
             .map_err(StartError::Setup)?;
         let (hasher, password_policy) = crate::accounts::password::from_config(&config.auth)
             .map_err(|e| StartError::Setup(e.to_string()))?;
+        let limiter = Limiter::new(&config.rate_limit, redis.clone(), &config.redis_key_prefix);
         let (api, routes) = crate::http::api_routes().into_parts();
         let security_headers = crate::http::security_headers(&config);
         let state = AppState(Arc::new(Inner {
@@ -165,6 +168,7 @@ impl Application {
             tokens,
             hasher,
             password_policy,
+            limiter,
         }));
         let router = crate::http::router(state.clone(), api, extra_routes);
         Ok(Application {

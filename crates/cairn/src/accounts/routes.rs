@@ -28,10 +28,30 @@ use crate::http::json::Json;
 pub fn routes() -> ApiRoutes {
     ApiRoutes::new()
         .route(Method::GET, "/api/setup", Rule::PUBLIC, setup_status)
-        .route(Method::POST, "/api/setup", Rule::PUBLIC, setup_workspace)
-        .route(Method::POST, "/api/auth/sign-up", Rule::PUBLIC, sign_up)
-        .route(Method::POST, "/api/auth/sign-in", Rule::PUBLIC, sign_in)
-        .route(Method::POST, "/api/auth/refresh", Rule::PUBLIC, refresh)
+        .route(
+            Method::POST,
+            "/api/setup",
+            Rule::PUBLIC.auth_limited(),
+            setup_workspace,
+        )
+        .route(
+            Method::POST,
+            "/api/auth/sign-up",
+            Rule::PUBLIC.auth_limited(),
+            sign_up,
+        )
+        .route(
+            Method::POST,
+            "/api/auth/sign-in",
+            Rule::PUBLIC.auth_limited(),
+            sign_in,
+        )
+        .route(
+            Method::POST,
+            "/api/auth/refresh",
+            Rule::PUBLIC.auth_limited(),
+            refresh,
+        )
         .route(
             Method::POST,
             "/api/auth/sign-out",
@@ -552,6 +572,18 @@ async fn sign_in(
     let caller = Caller::new(ip, &headers);
     check_password_size("password", &req.password)?;
     let email = email::normalize(&req.email).ok();
+    // Per account, from every address together: guessing one account's password from many
+    // addresses is slowed down as much as from one.
+    let account_key = format!("account:{}", email.as_deref().unwrap_or(req.email.as_str()));
+    if let Some(d) = state
+        .limiter
+        .check(&account_key, state.limiter.account_per_minute())
+        .await
+    {
+        if !d.allowed {
+            return Err(crate::auth::limits::refused(&d));
+        }
+    }
     let user = match &email {
         Some(e) => state.store.user_by_email(e).await?,
         None => None,

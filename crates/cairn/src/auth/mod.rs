@@ -7,6 +7,7 @@
 //! Handlers receive the caller as an [`Principal`] extension. What a handler may then touch
 //! (whose documents, whose conversations) is enforced in the store queries it calls.
 
+pub mod limits;
 pub mod principal;
 
 use std::collections::{HashMap, HashSet};
@@ -85,35 +86,45 @@ impl Scope {
 pub struct Rule {
     pub access: Access,
     pub api_key: Option<Scope>,
+    pub limit: limits::Limit,
 }
 
 impl Rule {
-    pub const PUBLIC: Rule = Rule {
-        access: Access::Public,
-        api_key: None,
-    };
-    pub const SIGNED_IN: Rule = Rule {
-        access: Access::SignedIn,
-        api_key: None,
-    };
-    pub const MEMBER: Rule = Rule {
-        access: Access::Member,
-        api_key: None,
-    };
-    pub const ADMIN: Rule = Rule {
-        access: Access::Admin,
-        api_key: None,
-    };
-    pub const OWNER: Rule = Rule {
-        access: Access::Owner,
-        api_key: None,
-    };
+    pub const PUBLIC: Rule = Rule::new(Access::Public);
+    pub const SIGNED_IN: Rule = Rule::new(Access::SignedIn);
+    pub const MEMBER: Rule = Rule::new(Access::Member);
+    pub const ADMIN: Rule = Rule::new(Access::Admin);
+    pub const OWNER: Rule = Rule::new(Access::Owner);
+
+    const fn new(access: Access) -> Rule {
+        Rule {
+            access,
+            api_key: None,
+            limit: limits::Limit::General,
+        }
+    }
 
     /// The same rule, also open to API keys with `scope`.
     pub const fn key(self, scope: Scope) -> Rule {
         Rule {
-            access: self.access,
             api_key: Some(scope),
+            ..self
+        }
+    }
+
+    /// The same rule under the stricter per-address limit of authentication routes.
+    pub const fn auth_limited(self) -> Rule {
+        Rule {
+            limit: limits::Limit::Auth,
+            ..self
+        }
+    }
+
+    /// The same rule, not rate-limited.
+    pub const fn exempt(self) -> Rule {
+        Rule {
+            limit: limits::Limit::Exempt,
+            ..self
         }
     }
 }
@@ -288,6 +299,20 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
                 .into_response()
         }
     };
+    let client = req
+        .extensions()
+        .get::<crate::http::client_ip::ClientIp>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let mut decision = None;
+    if rule.limit == limits::Limit::Auth {
+        if let Some(q) = state.limiter.quota(rule.limit) {
+            decision = state.limiter.check(&format!("auth:{client}"), q).await;
+            if let Some(d) = decision.filter(|d| !d.allowed) {
+                return limits::refused(&d).into_response();
+            }
+        }
+    }
     let principal = match principal::authenticate(&state, req.headers()).await {
         Ok(p) => p,
         // A bad token on a public route is ignored; elsewhere it is refused.
@@ -303,8 +328,24 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
     if let Err(e) = decide(rule, principal.as_ref(), req.method(), csrf_ok) {
         return e.into_response();
     }
+    if rule.limit == limits::Limit::General {
+        let key = match &principal {
+            Some(p) => format!("user:{}", p.user_id),
+            None => format!("ip:{client}"),
+        };
+        if let Some(q) = state.limiter.quota(rule.limit) {
+            decision = state.limiter.check(&key, q).await;
+            if let Some(d) = decision.filter(|d| !d.allowed) {
+                return limits::refused(&d).into_response();
+            }
+        }
+    }
     if let Some(p) = principal {
         req.extensions_mut().insert(p);
     }
-    next.run(req).await
+    let mut response = next.run(req).await;
+    if let Some(d) = decision {
+        limits::headers(&d, response.headers_mut());
+    }
+    response
 }

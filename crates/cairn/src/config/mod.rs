@@ -92,6 +92,15 @@ pub struct AuthConfig {
 }
 
 #[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    pub general_per_minute: u32,
+    pub auth_per_minute: u32,
+    pub account_per_minute: u32,
+    pub max_tracked_keys: usize,
+}
+
+#[derive(Debug, Clone)]
 pub struct HealthConfig {
     pub check_cache: Duration,
     pub check_timeout: Duration,
@@ -107,6 +116,7 @@ pub struct Config {
     /// `None`: SQLite in the data directory.
     pub database_url: Option<Secret>,
     pub redis_url: Option<Secret>,
+    pub redis_key_prefix: String,
     pub log_format: LogFormat,
     pub log_level: String,
     pub signing_key: Option<Secret>,
@@ -118,6 +128,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub health: HealthConfig,
     pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
     raw: load::RawValues,
 }
 
@@ -159,6 +170,7 @@ impl Config {
             public_url: p.public_url(),
             database_url: p.database_url(),
             redis_url: p.redis_url(),
+            redis_key_prefix: p.text("redis_key_prefix").to_owned(),
             log_format,
             log_level,
             signing_key: p.secret("signing_key"),
@@ -220,6 +232,13 @@ impl Config {
                 argon2_iterations: p.number("auth.argon2_iterations", 1, 100),
                 hash_concurrency: p.number("auth.hash_concurrency", 0, 1024),
                 sign_in_free_failures: p.number("auth.sign_in_free_failures", 1, 1000),
+            },
+            rate_limit: RateLimitConfig {
+                enabled: p.bool("rate_limit.enabled"),
+                general_per_minute: p.number("rate_limit.general_per_minute", 1, 1_000_000),
+                auth_per_minute: p.number("rate_limit.auth_per_minute", 1, 1_000_000),
+                account_per_minute: p.number("rate_limit.account_per_minute", 1, 1_000_000),
+                max_tracked_keys: p.number("rate_limit.max_tracked_keys", 1000, 100_000_000),
             },
             raw: raw.clone(),
         };

@@ -20,10 +20,20 @@ use crate::http::error::ApiError;
 /// Public for load balancers and orchestrators; `/metrics` checks its own allow-list and token.
 pub fn routes() -> ApiRoutes {
     ApiRoutes::new()
-        .route(Method::GET, "/api/health", Rule::PUBLIC, health_report)
-        .route(Method::GET, "/api/health/live", Rule::PUBLIC, live)
-        .route(Method::GET, "/api/health/ready", Rule::PUBLIC, ready)
-        .route(Method::GET, "/metrics", Rule::PUBLIC, metrics)
+        .route(
+            Method::GET,
+            "/api/health",
+            Rule::PUBLIC.exempt(),
+            health_report,
+        )
+        .route(Method::GET, "/api/health/live", Rule::PUBLIC.exempt(), live)
+        .route(
+            Method::GET,
+            "/api/health/ready",
+            Rule::PUBLIC.exempt(),
+            ready,
+        )
+        .route(Method::GET, "/metrics", Rule::PUBLIC.exempt(), metrics)
 }
 
 async fn health_report(State(state): State<AppState>) -> Response {

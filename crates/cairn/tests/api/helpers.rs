@@ -150,6 +150,22 @@ impl TestAppBuilder {
             ),
             ("log_level".to_owned(), "warn".to_owned(), "test".to_owned()),
         ];
+        for (key, value) in [
+            // Tests are not about hashing cost.
+            ("auth.argon2_memory_kib", "1024".to_owned()),
+            ("auth.argon2_iterations", "1".to_owned()),
+            // Suites sign in hundreds of times from one address; limits have their own tests.
+            ("rate_limit.general_per_minute", "1000000".to_owned()),
+            ("rate_limit.auth_per_minute", "1000000".to_owned()),
+            ("rate_limit.account_per_minute", "1000000".to_owned()),
+            // Tests share one Redis: keep their keys apart.
+            (
+                "redis_key_prefix",
+                format!("test-{}:", uuid::Uuid::now_v7().simple()),
+            ),
+        ] {
+            flags.push((key.to_owned(), value, "test".to_owned()));
+        }
         if self.backend == Backend::Postgres
             && !self.settings.iter().any(|(k, _)| k == "database_url")
         {

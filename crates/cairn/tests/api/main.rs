@@ -12,4 +12,5 @@ mod api_keys;
 mod cli;
 mod health;
 mod http;
+mod rate_limits;
 mod startup;
