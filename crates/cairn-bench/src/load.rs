@@ -32,8 +32,25 @@ fn complete_response(buf: &[u8]) -> Option<usize> {
     (buf.len() >= head_end + len).then_some(head_end + len)
 }
 
-async fn connection(addr: SocketAddr, path: String, until: Instant) -> (Vec<u32>, u64) {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes();
+/// A keep-alive GET for `path`, with extra header lines (each ending in CRLF).
+pub fn get(path: &str, headers: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{headers}\r\n").into_bytes()
+}
+
+/// A keep-alive POST of a JSON body.
+pub fn post_json(path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+async fn connection(
+    addr: SocketAddr,
+    request: std::sync::Arc<Vec<u8>>,
+    until: Instant,
+) -> (Vec<u32>, u64) {
     let mut latencies = Vec::with_capacity(1 << 16);
     let mut errors = 0;
     let mut buf = Vec::with_capacity(4096);
@@ -46,7 +63,7 @@ async fn connection(addr: SocketAddr, path: String, until: Instant) -> (Vec<u32>
         let _ = stream.set_nodelay(true);
         while Instant::now() < until {
             let sent = Instant::now();
-            if stream.write_all(&request).await.is_err() {
+            if stream.write_all(&request[..]).await.is_err() {
                 errors += 1;
                 continue 'reconnect;
             }
@@ -75,14 +92,15 @@ async fn connection(addr: SocketAddr, path: String, until: Instant) -> (Vec<u32>
 
 pub async fn run(
     addr: SocketAddr,
-    path: &str,
+    request: Vec<u8>,
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<LoadResult> {
     let started = Instant::now();
     let until = started + duration;
+    let request = std::sync::Arc::new(request);
     let tasks: Vec<_> = (0..connections)
-        .map(|_| tokio::spawn(connection(addr, path.to_owned(), until)))
+        .map(|_| tokio::spawn(connection(addr, request.clone(), until)))
         .collect();
     let mut all = Vec::new();
     let mut errors = 0;

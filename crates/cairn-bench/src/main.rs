@@ -5,6 +5,7 @@
 //!
 //! `cargo build --release -p cairn && cargo run --release -p cairn-bench`
 
+mod accounts;
 mod load;
 mod server;
 
@@ -36,6 +37,9 @@ struct Args {
     /// Cold starts to time (the median is reported).
     #[arg(long, default_value_t = 15)]
     starts: usize,
+    /// Which measurements: chassis, accounts, or all.
+    #[arg(long, default_value = "all")]
+    only: String,
 }
 
 fn default_binary() -> PathBuf {
@@ -65,6 +69,18 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
+    if args.only == "accounts" || args.only == "all" {
+        accounts::run(
+            &runtime,
+            &binary,
+            &args.json,
+            args.duration_secs,
+            args.connections,
+        )?;
+        if args.only == "accounts" {
+            return Ok(());
+        }
+    }
     let data = tempfile::tempdir()?;
     let size_bytes = std::fs::metadata(&binary)?.len();
 
@@ -95,7 +111,7 @@ fn main() -> anyhow::Result<()> {
         let s = server::Server::start(&binary, data.path(), &extra)?;
         let result = runtime.block_on(load::run(
             s.addr,
-            "/api/health",
+            load::get("/api/health", ""),
             args.connections,
             Duration::from_secs(args.duration_secs),
         ))?;

@@ -54,6 +54,10 @@ impl Server {
             }
         }
         cmd.env("CAIRN_LOG_FORMAT", "json");
+        cmd.env(
+            "CAIRN_LOG_LEVEL",
+            std::env::var("CAIRN_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+        );
         for (k, v) in env {
             cmd.env(k, v);
         }

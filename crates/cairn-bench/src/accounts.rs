@@ -1,0 +1,212 @@
+//! The accounts scenario: authenticated `GET /api/me` throughput, sign-ins per second at the
+//! configured Argon2 parameters, access-token verification time, and the in-process rate
+//! limiter's memory with a million distinct addresses.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::load;
+use crate::server::Server;
+
+const EMAIL: &str = "bench@example.com";
+const PASSWORD: &str = "correct horse battery staple";
+
+fn create_owner(binary: &Path, data: &Path) -> anyhow::Result<()> {
+    let mut child = Command::new(binary)
+        .args([
+            "admin",
+            "create",
+            "--email",
+            EMAIL,
+            "--password-stdin",
+            "--data-dir",
+        ])
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(format!("{PASSWORD}\n").as_bytes())?;
+    anyhow::ensure!(child.wait()?.success(), "cairn admin create failed");
+    Ok(())
+}
+
+/// One blocking request; the response body.
+fn request(addr: SocketAddr, bytes: &[u8]) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.write_all(bytes)?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return Ok(body.to_owned());
+            }
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn verify_micros() -> anyhow::Result<(f64, f64)> {
+    let signing = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let keys = cairn::accounts::tokens::TokenKeys::new(&signing, "bench", &[1u8; 32])
+        .map_err(anyhow::Error::msg)?;
+    let (user, session) = (cairn_store::Id::new(), cairn_store::Id::new());
+    let n = 20_000;
+    let started = Instant::now();
+    let mut token = String::new();
+    for _ in 0..n {
+        token = keys
+            .issue(user, session, cairn_store::Timestamp::now(), 900)
+            .map_err(anyhow::Error::msg)?;
+    }
+    let issue = started.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let started = Instant::now();
+    for _ in 0..n {
+        keys.verify(&token).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let verify = started.elapsed().as_secs_f64() * 1e6 / n as f64;
+    Ok((issue, verify))
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 4096
+}
+
+fn limiter_megabytes() -> f64 {
+    let before = rss_bytes();
+    let limiter = cairn_ratelimit::MemoryLimiter::new(1_000_000);
+    let quota = cairn_ratelimit::Quota::per_minute(120);
+    for i in 0..1_000_000u32 {
+        let ip = Ipv4Addr::from(0x0A00_0000 + i).to_string();
+        limiter.check(ip.as_bytes(), &quota);
+    }
+    let used = rss_bytes().saturating_sub(before);
+    assert!(limiter.len() > 900_000);
+    used as f64 / 1_048_576.0
+}
+
+pub fn run(
+    runtime: &tokio::runtime::Runtime,
+    binary: &Path,
+    json_path: &Path,
+    duration_secs: u64,
+    connections: usize,
+) -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    create_owner(binary, data.path())?;
+    // Limits off: this measures the request path, not the limiter (measured separately below).
+    let env = [
+        ("CAIRN_RATE_LIMIT__ENABLED", "false"),
+        ("CAIRN_LOG_LEVEL", "info,cairn::http=warn"),
+    ];
+    let s = Server::start(binary, data.path(), &env)?;
+    let body = request(
+        s.addr,
+        &load::post_json(
+            "/api/auth/sign-in",
+            &json!({ "email": EMAIL, "password": PASSWORD }).to_string(),
+        ),
+    )?;
+    let session: serde_json::Value = serde_json::from_str(&body).with_context(|| body.clone())?;
+    let token = session["access_token"]
+        .as_str()
+        .context("no access token")?
+        .to_owned();
+    let me = runtime.block_on(load::run(
+        s.addr,
+        load::get("/api/me", &format!("Authorization: Bearer {token}\r\n")),
+        connections,
+        Duration::from_secs(duration_secs),
+    ))?;
+    let sign_in = runtime.block_on(load::run(
+        s.addr,
+        load::post_json(
+            "/api/auth/sign-in",
+            &json!({ "email": EMAIL, "password": PASSWORD }).to_string(),
+        ),
+        8,
+        Duration::from_secs(duration_secs.min(10)),
+    ))?;
+    s.stop()?;
+    let (issue_us, verify_us) = verify_micros()?;
+    let limiter_mb = limiter_megabytes();
+
+    println!("Cairn accounts benchmark");
+    println!("{:<52} {:>12}  target", "measure", "value");
+    println!(
+        "{:<52} {:>9.0} /s  >= 20000/s",
+        format!("GET /api/me (bearer token), {connections} conns"),
+        me.requests_per_sec
+    );
+    println!(
+        "{:<52} {:>6.2}/{:.2} ms",
+        "  p50/p99 latency", me.p50_ms, me.p99_ms
+    );
+    println!(
+        "{:<52} {:>9.1} /s",
+        "sign-ins (Argon2id defaults), 8 conns", sign_in.requests_per_sec
+    );
+    println!(
+        "{:<52} {:>6.2}/{:.2} ms",
+        "  p50/p99 latency", sign_in.p50_ms, sign_in.p99_ms
+    );
+    println!(
+        "{:<52} {:>9.1} µs",
+        "access token issue (in process)", issue_us
+    );
+    println!(
+        "{:<52} {:>9.1} µs  < 20 µs with revocation",
+        "access token verify (in process)", verify_us
+    );
+    println!(
+        "{:<52} {:>9.1} MB  < 64 MB",
+        "rate limiter holding 1,000,000 addresses", limiter_mb
+    );
+    let report = json!({
+        "me": { "requests_per_sec": me.requests_per_sec, "p50_ms": me.p50_ms, "p99_ms": me.p99_ms, "errors": me.errors, "connections": connections },
+        "sign_in": { "requests_per_sec": sign_in.requests_per_sec, "p50_ms": sign_in.p50_ms, "p99_ms": sign_in.p99_ms, "errors": sign_in.errors },
+        "token_issue_us": issue_us,
+        "token_verify_us": verify_us,
+        "limiter_1m_addresses_mb": limiter_mb,
+    });
+    let path = json_path.with_file_name("accounts.json");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    println!("written to {}", path.display());
+    Ok(())
+}
