@@ -24,6 +24,7 @@ pub mod migrate;
 pub mod schema;
 pub mod settings;
 pub mod testing;
+pub mod totp;
 pub mod types;
 mod url;
 

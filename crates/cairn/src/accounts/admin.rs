@@ -148,7 +148,7 @@ async fn target(state: &AppState, id: &str) -> ApiResult<UserRow> {
 }
 
 /// May `actor` change `target`'s standing?
-fn may_manage(actor: &Principal, target: &UserRow) -> ApiResult<()> {
+pub(crate) fn may_manage(actor: &Principal, target: &UserRow) -> ApiResult<()> {
     if actor.user_id == target.id {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

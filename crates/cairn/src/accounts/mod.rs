@@ -10,6 +10,7 @@ pub mod password;
 pub mod routes;
 pub mod setup;
 pub mod tokens;
+pub mod totp;
 
 use std::fmt;
 use std::str::FromStr;

@@ -545,6 +545,12 @@ async fn sign_up(
 struct SignInRequest {
     email: String,
     password: String,
+    /// The current code from the authenticator app, when two-factor sign-in is on.
+    #[serde(default)]
+    totp_code: Option<String>,
+    /// Or one of the backup codes.
+    #[serde(default)]
+    backup_code: Option<String>,
     #[serde(default)]
     session: SessionMode,
 }
@@ -641,6 +647,38 @@ async fn sign_in(
             "account_suspended",
             "This account is suspended or was not approved.",
         ));
+    }
+    if user.totp_enabled {
+        if req.totp_code.is_none() && req.backup_code.is_none() {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "totp_required",
+                "Enter the code from your authenticator app, or a backup code.",
+            ));
+        }
+        let ok = super::totp::check_second_factor(
+            &state,
+            &user,
+            req.totp_code.as_deref(),
+            req.backup_code.as_deref(),
+        )
+        .await?;
+        if !ok {
+            let failures = u32::try_from(user.failed_sign_ins).unwrap_or(0) + 1;
+            let lock = lock_secs(failures, state.config.auth.sign_in_free_failures)
+                .map(|s| now.plus_millis(s as i64 * 1000));
+            state.store.record_failed_sign_in(user.id, lock).await?;
+            audit(
+                &state,
+                caller.audit("auth.sign_in.totp_failed", Some(user.id)),
+            )
+            .await;
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_totp_code",
+                "That code is wrong or was already used.",
+            ));
+        }
     }
     state.store.record_sign_in(user.id).await?;
     audit(&state, caller.audit("auth.sign_in", Some(user.id))).await;

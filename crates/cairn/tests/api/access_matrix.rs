@@ -70,6 +70,15 @@ const MATRIX: &[(&str, &str, Access, Option<Scope>)] = &[
     ("POST", "/api/me/api-keys", Access::Member, None),
     ("GET", "/api/me/api-keys", Access::SignedIn, None),
     ("DELETE", "/api/me/api-keys/{id}", Access::SignedIn, None),
+    ("POST", "/api/me/totp", Access::Member, None),
+    ("POST", "/api/me/totp/confirm", Access::Member, None),
+    ("DELETE", "/api/me/totp", Access::Member, None),
+    (
+        "POST",
+        "/api/users/{id}/reset-2fa",
+        Access::Admin,
+        Some(Scope::Admin),
+    ),
 ];
 
 /// Error codes that mean "the authorization layer refused".

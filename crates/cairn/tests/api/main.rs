@@ -14,3 +14,4 @@ mod health;
 mod http;
 mod rate_limits;
 mod startup;
+mod totp;
