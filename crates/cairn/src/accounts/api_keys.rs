@@ -61,6 +61,8 @@ pub async fn authenticate(state: &AppState, key: &str) -> Result<Principal, ApiE
     let (role, account_state) = standing(&user)?;
     state.store.touch_api_key(row.id, now).await?;
     Ok(Principal {
+        // A key of an account that must enrol is refused until it has.
+        must_enrol_2fa: crate::auth::principal::must_enrol_2fa(state, role, &user),
         user_id: user.id,
         session_id: None,
         scopes: row.scopes.split(' ').filter_map(Scope::parse).collect(),

@@ -26,8 +26,18 @@ const BACKUP_CODES: usize = 10;
 
 pub fn routes() -> ApiRoutes {
     ApiRoutes::new()
-        .route(Method::POST, "/api/me/totp", Rule::MEMBER, start)
-        .route(Method::POST, "/api/me/totp/confirm", Rule::MEMBER, confirm)
+        .route(
+            Method::POST,
+            "/api/me/totp",
+            Rule::MEMBER.for_enrolment(),
+            start,
+        )
+        .route(
+            Method::POST,
+            "/api/me/totp/confirm",
+            Rule::MEMBER.for_enrolment(),
+            confirm,
+        )
         .route(Method::DELETE, "/api/me/totp", Rule::MEMBER, disable)
         .route(
             Method::POST,

@@ -87,6 +87,8 @@ pub struct Rule {
     pub access: Access,
     pub api_key: Option<Scope>,
     pub limit: limits::Limit,
+    /// Open to accounts that must enrol in two-factor sign-in and have not yet.
+    pub enrolment: bool,
 }
 
 impl Rule {
@@ -101,6 +103,15 @@ impl Rule {
             access,
             api_key: None,
             limit: limits::Limit::General,
+            enrolment: false,
+        }
+    }
+
+    /// The same rule, also open to accounts that still have to enrol in two-factor sign-in.
+    pub const fn for_enrolment(self) -> Rule {
+        Rule {
+            enrolment: true,
+            ..self
         }
     }
 
@@ -261,6 +272,13 @@ pub fn decide(
             StatusCode::FORBIDDEN,
             "csrf_failed",
             "This request needs the X-CSRF-Token header from your session.",
+        ));
+    }
+    if p.must_enrol_2fa && rule.access != Access::SignedIn && !rule.enrolment {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "totp_enrolment_required",
+            "This workspace requires two-factor sign-in: set it up first.",
         ));
     }
     match (rule.access, p.state) {

@@ -33,6 +33,8 @@ pub struct Principal {
     pub role: Role,
     pub state: AccountState,
     pub via: Via,
+    /// Two-factor sign-in is required of this account and it has not enrolled.
+    pub must_enrol_2fa: bool,
     /// The user row as read while authenticating, so handlers need not read it again.
     pub user: UserRow,
 }
@@ -92,6 +94,7 @@ pub async fn authenticate(
     }
     let (role, account_state) = standing(&user)?;
     Ok(Some(Principal {
+        must_enrol_2fa: must_enrol_2fa(state, role, &user),
         user_id: user.id,
         session_id: Some(session.id),
         scopes: Vec::new(),
@@ -100,6 +103,17 @@ pub async fn authenticate(
         via,
         user,
     }))
+}
+
+/// Whether the configuration requires two-factor sign-in of this user, who lacks it.
+pub fn must_enrol_2fa(state: &AppState, role: Role, user: &UserRow) -> bool {
+    use crate::config::Require2fa;
+    let required = match state.config.auth.require_2fa {
+        Require2fa::Off => false,
+        Require2fa::Admins => role.is_admin(),
+        Require2fa::Everyone => true,
+    };
+    required && !user.totp_enabled
 }
 
 /// The user's role and state, refusing suspended and denied accounts.

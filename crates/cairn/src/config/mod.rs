@@ -77,9 +77,18 @@ pub enum Registration {
     Open,
 }
 
+/// Who must use two-factor sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Require2fa {
+    Off,
+    Admins,
+    Everyone,
+}
+
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     pub registration: Registration,
+    pub require_2fa: Require2fa,
     pub access_token_ttl: Duration,
     pub session_ttl: Duration,
     pub password_min_length: usize,
@@ -211,6 +220,11 @@ impl Config {
                 )),
             },
             auth: AuthConfig {
+                require_2fa: match p.text("auth.require_2fa") {
+                    "admins" => Require2fa::Admins,
+                    "everyone" => Require2fa::Everyone,
+                    _ => Require2fa::Off,
+                },
                 registration: match p.text("auth.registration") {
                     "closed" => Registration::Closed,
                     "open" => Registration::Open,

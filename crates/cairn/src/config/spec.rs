@@ -282,6 +282,13 @@ pub const SETTINGS: &[Setting] = &[
         help: "Who may create an account with `POST /api/auth/sign-up`: nobody (`closed`; admins add people), anyone pending an admin's approval (`approval`), or anyone at once (`open`).",
     },
     Setting {
+        key: "auth.require_2fa",
+        default: "off",
+        kind: Kind::Choice(&["off", "admins", "everyone"]),
+        aliases: &[],
+        help: "Who must use two-factor sign-in. Until they enrol, such accounts can sign in but reach only their profile and the enrolment routes (403 `totp_enrolment_required`).",
+    },
+    Setting {
         key: "auth.access_token_ttl_secs",
         default: "900",
         kind: Kind::Integer,

@@ -83,6 +83,7 @@ const MATRIX: &[(&str, &str, Access, Option<Scope>)] = &[
 
 /// Error codes that mean "the authorization layer refused".
 const DENIALS: &[&str] = &[
+    "totp_enrolment_required",
     "api_key_not_allowed",
     "insufficient_scope",
     "unauthenticated",

@@ -224,3 +224,41 @@ async fn totp_enrolment_sign_in_backup_codes_and_reset(backend: Backend) {
         assert!(audit.iter().any(|e| e.action == a), "{a}");
     }
 }
+
+#[tokio::test]
+async fn required_two_factor_confines_unenrolled_accounts_to_enrolment() {
+    let app = TestApp::builder(Backend::Sqlite)
+        .set("auth.require_2fa", "admins")
+        .spawn()
+        .await;
+    let owner = app.create_owner().await;
+    let member = app.user_with("m@example.com", "member", "active").await;
+    // The member is not concerned; the owner may only see their profile and enrol.
+    assert_eq!(app.get_as("/api/me/api-keys", &member).await.status(), 200);
+    assert_eq!(app.get_as("/api/me", &owner).await.status(), 200);
+    let e = error_body(app.get_as("/api/users", &owner).await, 403).await;
+    assert_eq!(e["code"], "totp_enrolment_required");
+    let start = app
+        .client
+        .post(app.url("/api/me/totp"))
+        .bearer_auth(&owner.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), 200);
+    let secret = start.json::<serde_json::Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let confirm = app
+        .client
+        .post(app.url("/api/me/totp/confirm"))
+        .bearer_auth(&owner.access)
+        .json(&json!({ "code": code_for(&secret, 0) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirm.status(), 200);
+    // Enrolled: the same session now reaches admin routes.
+    assert_eq!(app.get_as("/api/users", &owner).await.status(), 200);
+}
