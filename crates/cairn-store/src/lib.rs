@@ -20,6 +20,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod db;
 pub mod error;
+pub mod invites;
 pub mod migrate;
 pub mod schema;
 pub mod settings;

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admin_cli;
 pub mod api_keys;
 pub mod email;
+pub mod invites;
 pub mod password;
 pub mod routes;
 pub mod setup;

@@ -480,12 +480,16 @@ struct SignUpRequest {
     password: String,
     #[serde(default)]
     display_name: String,
+    /// An admin's invitation: the account is active at once, with the invitation's role.
+    #[serde(default)]
+    invite_token: Option<String>,
     #[serde(default)]
     session: SessionMode,
 }
 
 /// Create an account under the registration policy: pending approval by default (the new user
-/// can sign in only to see that status), active at once when registration is open.
+/// can sign in only to see that status), active at once when registration is open or the
+/// request carries a live invitation.
 async fn sign_up(
     State(state): State<AppState>,
     Extension(ip): Extension<ClientIp>,
@@ -494,36 +498,67 @@ async fn sign_up(
 ) -> ApiResult<Response> {
     use crate::config::Registration;
     let caller = Caller::new(ip, &headers);
-    let account_state = match state.config.auth.registration {
-        Registration::Closed => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "registration_closed",
-                "Sign-up is closed here; ask an administrator for an account.",
-            ))
-        }
-        Registration::Approval => AccountState::Pending,
-        Registration::Open => AccountState::Active,
-    };
+    let policy = state.config.auth.registration;
+    if policy == Registration::Closed {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "registration_closed",
+            "Sign-up is closed here; ask an administrator for an account.",
+        ));
+    }
+    if policy == Registration::Invite && req.invite_token.is_none() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invite_required",
+            "Sign-up here needs an invitation from an administrator.",
+        ));
+    }
     let email = email::normalize(&req.email).map_err(|e| invalid_field("email", e.message()))?;
     let name = display_name(&req.display_name, &email)?;
     check_new_password(&state, "password", &req.password, &email)?;
+    // The invitation is counted before the account exists, and given back if creating it fails.
+    let invite = match &req.invite_token {
+        Some(t) => Some(
+            state
+                .store
+                .use_invite(&token_hash(t.trim()), Timestamp::now())
+                .await?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "invalid_invite",
+                        "This invitation is not valid, was used up, or has expired.",
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let (role, account_state) = match &invite {
+        Some(i) => (i.role.clone(), AccountState::Active),
+        None if policy == Registration::Open => {
+            (Role::Member.as_str().to_owned(), AccountState::Active)
+        }
+        None => (Role::Member.as_str().to_owned(), AccountState::Pending),
+    };
     let hash = state
         .hasher
         .hash(req.password)
         .await
         .map_err(ApiError::internal)?;
-    let user = match state
+    let created = state
         .store
         .create_user(&NewUser {
             email,
             display_name: name,
             password_hash: hash,
-            role: Role::Member.as_str().into(),
+            role,
             state: account_state.as_str().into(),
         })
-        .await
-    {
+        .await;
+    if let (Err(_), Some(i)) = (&created, &invite) {
+        state.store.release_invite(i.id).await?;
+    }
+    let user = match created {
         Ok(u) => u,
         Err(StoreError::Conflict { .. }) => {
             return Err(ApiError::new(
@@ -535,7 +570,9 @@ async fn sign_up(
         Err(e) => return Err(e.into()),
     };
     let mut e = caller.audit("auth.sign_up", Some(user.id));
-    e.details = Some(sqlx_json(json!({ "state": user.state })));
+    e.details = Some(sqlx_json(
+        json!({ "state": user.state, "invite": invite.map(|i| i.id) }),
+    ));
     audit(&state, e).await;
     start_session(&state, &user, &caller, req.session, StatusCode::CREATED).await
 }

@@ -73,6 +73,7 @@ pub struct MetricsConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registration {
     Closed,
+    Invite,
     Approval,
     Open,
 }
@@ -227,6 +228,7 @@ impl Config {
                 },
                 registration: match p.text("auth.registration") {
                     "closed" => Registration::Closed,
+                    "invite" => Registration::Invite,
                     "open" => Registration::Open,
                     _ => Registration::Approval,
                 },

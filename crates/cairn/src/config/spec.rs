@@ -277,9 +277,9 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "auth.registration",
         default: "approval",
-        kind: Kind::Choice(&["closed", "approval", "open"]),
+        kind: Kind::Choice(&["closed", "invite", "approval", "open"]),
         aliases: &[],
-        help: "Who may create an account with `POST /api/auth/sign-up`: nobody (`closed`; admins add people), anyone pending an admin's approval (`approval`), or anyone at once (`open`).",
+        help: "Who may create an account with `POST /api/auth/sign-up`: nobody (`closed`; admins add people), holders of an admin's invitation (`invite`), anyone pending an admin's approval (`approval`), or anyone at once (`open`). An invitation admits its holder at once under every policy but `closed`.",
     },
     Setting {
         key: "auth.require_2fa",

@@ -79,6 +79,21 @@ const MATRIX: &[(&str, &str, Access, Option<Scope>)] = &[
         Access::Admin,
         Some(Scope::Admin),
     ),
+    ("POST", "/api/invites", Access::Admin, Some(Scope::Admin)),
+    ("GET", "/api/invites", Access::Admin, Some(Scope::Admin)),
+    (
+        "DELETE",
+        "/api/invites/{id}",
+        Access::Admin,
+        Some(Scope::Admin),
+    ),
+    (
+        "POST",
+        "/api/users/{id}/password-reset",
+        Access::Admin,
+        Some(Scope::Admin),
+    ),
+    ("POST", "/api/auth/password-reset", Access::Public, None),
 ];
 
 /// Error codes that mean "the authorization layer refused".

@@ -12,6 +12,7 @@ mod api_keys;
 mod cli;
 mod health;
 mod http;
+mod invites;
 mod rate_limits;
 mod startup;
 mod totp;
