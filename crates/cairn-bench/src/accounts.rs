@@ -71,7 +71,7 @@ fn request(addr: SocketAddr, bytes: &[u8]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
-fn verify_micros() -> anyhow::Result<(f64, f64)> {
+fn verify_micros() -> anyhow::Result<(f64, f64, f64)> {
     let signing = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
     let keys = cairn::accounts::tokens::TokenKeys::new(&signing, "bench", &[1u8; 32])
         .map_err(anyhow::Error::msg)?;
@@ -90,7 +90,13 @@ fn verify_micros() -> anyhow::Result<(f64, f64)> {
         keys.verify(&token).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let verify = started.elapsed().as_secs_f64() * 1e6 / n as f64;
-    Ok((issue, verify))
+    let started = Instant::now();
+    for _ in 0..n {
+        keys.verify_uncached(&token)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let uncached = started.elapsed().as_secs_f64() * 1e6 / n as f64;
+    Ok((issue, verify, uncached))
 }
 
 fn rss_bytes() -> u64 {
@@ -161,7 +167,7 @@ pub fn run(
         Duration::from_secs(duration_secs.min(10)),
     ))?;
     s.stop()?;
-    let (issue_us, verify_us) = verify_micros()?;
+    let (issue_us, verify_us, uncached_us) = verify_micros()?;
     let limiter_mb = limiter_megabytes();
 
     println!("Cairn accounts benchmark");
@@ -200,6 +206,7 @@ pub fn run(
         "sign_in": { "requests_per_sec": sign_in.requests_per_sec, "p50_ms": sign_in.p50_ms, "p99_ms": sign_in.p99_ms, "errors": sign_in.errors },
         "token_issue_us": issue_us,
         "token_verify_us": verify_us,
+        "token_verify_uncached_us": uncached_us,
         "limiter_1m_addresses_mb": limiter_mb,
     });
     let path = json_path.with_file_name("accounts.json");

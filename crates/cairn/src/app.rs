@@ -209,6 +209,7 @@ impl Application {
             );
             let _ = started_tx.send(());
         };
+        let pruner = tokio::spawn(prune_audit_daily(state.clone()));
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -225,9 +226,27 @@ impl Application {
             result = server => result?,
             _ = deadline => tracing::warn!("drain deadline reached; closing remaining connections"),
         }
+        pruner.abort();
         state.store.db().close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Apply `audit.retention_days`: now, then once a day.
+async fn prune_audit_daily(state: AppState) {
+    let Some(retention) = state.config.audit_retention else {
+        return;
+    };
+    let mut every_day = tokio::time::interval(std::time::Duration::from_secs(86_400));
+    loop {
+        every_day.tick().await;
+        let cutoff = cairn_store::Timestamp::now().plus_millis(-(retention.as_millis() as i64));
+        match state.store.prune_audit(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "pruned audit entries past their retention"),
+            Err(e) => tracing::warn!(error = %e, "could not prune the audit log"),
+        }
     }
 }
 

@@ -44,13 +44,23 @@ pub enum TokenError {
 }
 
 /// Signs and verifies access tokens; knows the current key and any older ones still trusted.
+///
+/// Signature checks cost tens of microseconds, and a client presents the same token on every
+/// request for its lifetime, so successful verifications are remembered: the cache is keyed by
+/// a hash of the token but always compares the whole token, holds at most
+/// [`VERIFIED_CACHE_SIZE`] entries, and never outlives a token's expiry.
 pub struct TokenKeys {
     kid: String,
     encoding: EncodingKey,
     decoding: HashMap<String, DecodingKey>,
     validation: Validation,
     cookie_key: Vec<u8>,
+    verified: Vec<std::sync::Mutex<HashMap<u64, (Box<str>, AccessClaims)>>>,
+    cache_keys: std::collections::hash_map::RandomState,
 }
+
+pub const VERIFIED_CACHE_SIZE: usize = 65_536;
+const CACHE_SHARDS: usize = 16;
 
 impl TokenKeys {
     pub fn new(signing: &SigningKey, kid: &str, cookie_key: &[u8]) -> Result<Self, String> {
@@ -71,6 +81,8 @@ impl TokenKeys {
             decoding,
             validation,
             cookie_key: cookie_key.to_vec(),
+            verified: (0..CACHE_SHARDS).map(|_| Default::default()).collect(),
+            cache_keys: std::collections::hash_map::RandomState::new(),
         })
     }
 
@@ -96,6 +108,34 @@ impl TokenKeys {
     }
 
     pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = self.cache_keys.build_hasher();
+        hasher.write(token.as_bytes());
+        let h = hasher.finish();
+        let shard = &self.verified[(h as usize) % CACHE_SHARDS];
+        let now = Timestamp::now().as_millis() / 1000;
+        if let Ok(map) = shard.lock() {
+            if let Some((t, claims)) = map.get(&h) {
+                if &**t == token && claims.exp > now {
+                    return Ok(claims.clone());
+                }
+            }
+        }
+        let claims = self.verify_uncached(token)?;
+        if let Ok(mut map) = shard.lock() {
+            if map.len() >= VERIFIED_CACHE_SIZE / CACHE_SHARDS {
+                map.retain(|_, (_, c)| c.exp > now);
+                if map.len() >= VERIFIED_CACHE_SIZE / CACHE_SHARDS {
+                    map.clear();
+                }
+            }
+            map.insert(h, (token.into(), claims.clone()));
+        }
+        Ok(claims)
+    }
+
+    /// Check signature and claims, without the cache.
+    pub fn verify_uncached(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::Invalid);
@@ -223,6 +263,21 @@ mod tests {
         let forged = format!("{}.{}.{}", parts[0], b64(&tampered), parts[2]);
         assert_eq!(k.verify(&forged), Err(TokenError::Invalid));
         assert_eq!(k.verify("garbage"), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn cached_verifications_still_compare_the_whole_token() {
+        let (k, _) = keys();
+        let t = k
+            .issue(Id::new(), Id::new(), Timestamp::now(), 900)
+            .unwrap();
+        assert!(k.verify(&t).is_ok());
+        assert!(k.verify(&t).is_ok(), "second time from the cache");
+        // A token differing in its last signature character is not served from the cache.
+        let mut forged = t.clone();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(k.verify(&forged).is_err());
     }
 
     #[test]

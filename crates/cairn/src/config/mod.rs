@@ -139,6 +139,8 @@ pub struct Config {
     pub health: HealthConfig,
     pub auth: AuthConfig,
     pub rate_limit: RateLimitConfig,
+    /// `None`: keep audit entries forever.
+    pub audit_retention: Option<Duration>,
     raw: load::RawValues,
 }
 
@@ -248,6 +250,10 @@ impl Config {
                 argon2_iterations: p.number("auth.argon2_iterations", 1, 100),
                 hash_concurrency: p.number("auth.hash_concurrency", 0, 1024),
                 sign_in_free_failures: p.number("auth.sign_in_free_failures", 1, 1000),
+            },
+            audit_retention: match p.number::<u64>("audit.retention_days", 0, 36_500) {
+                0 => None,
+                days => Some(Duration::from_secs(days * 86_400)),
             },
             rate_limit: RateLimitConfig {
                 enabled: p.bool("rate_limit.enabled"),

@@ -240,6 +240,13 @@ pub const SETTINGS: &[Setting] = &[
         help: "How long one dependency check may take before it counts as failed.",
     },
     Setting {
+        key: "audit.retention_days",
+        default: "365",
+        kind: Kind::Integer,
+        aliases: &[],
+        help: "Audit-log entries older than this many days are deleted (checked at start and daily). 0 keeps them forever.",
+    },
+    Setting {
         key: "rate_limit.enabled",
         default: "true",
         kind: Kind::Bool,

@@ -155,3 +155,41 @@ async fn shutdown_gives_up_on_requests_that_outlast_the_grace_period() {
         "{took:?}"
     );
 }
+
+#[tokio::test]
+async fn audit_entries_past_their_retention_are_pruned_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let app = TestApp::builder(Backend::Sqlite)
+        .data_dir(&dir)
+        .spawn()
+        .await;
+    let mut old = cairn_store::audit::AuditEntry::new("auth.sign_in");
+    old.at = cairn_store::Timestamp::now().plus_millis(-3 * 86_400_000);
+    app.state.store.append_audit(&old).await.unwrap();
+    app.state
+        .store
+        .append_audit(&cairn_store::audit::AuditEntry::new("auth.sign_in"))
+        .await
+        .unwrap();
+    app.stop().await.unwrap();
+    let app = TestApp::builder(Backend::Sqlite)
+        .data_dir(&dir)
+        .set("audit.retention_days", "2")
+        .spawn()
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = app
+            .state
+            .store
+            .list_audit(&Default::default(), None, 10)
+            .await
+            .unwrap();
+        if left.len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "old entry not pruned: {left:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
