@@ -55,9 +55,12 @@ pub struct TokenKeys {
     decoding: HashMap<String, DecodingKey>,
     validation: Validation,
     cookie_key: Vec<u8>,
-    verified: Vec<std::sync::Mutex<HashMap<u64, (Box<str>, AccessClaims)>>>,
+    verified: Vec<std::sync::Mutex<VerifiedShard>>,
     cache_keys: std::collections::hash_map::RandomState,
 }
+
+/// Token hash → (the whole token, its claims).
+type VerifiedShard = HashMap<u64, (Box<str>, AccessClaims)>;
 
 pub const VERIFIED_CACHE_SIZE: usize = 65_536;
 const CACHE_SHARDS: usize = 16;
