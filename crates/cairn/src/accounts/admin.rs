@@ -3,8 +3,7 @@
 //! Beyond the route rule, who may act on whom: admins manage members; only the owner manages
 //! admins; nobody suspends, denies or re-roles themselves or the owner.
 
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use cairn_store::accounts::UserRow;
 use cairn_store::audit::{AuditEntry, AuditFilter};
@@ -12,11 +11,11 @@ use cairn_store::{Id, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::routes::{audit, Caller, UserView};
+use super::context::Ctx;
+use super::routes::UserView;
 use super::{Role, State as AccountState};
 use crate::app::AppState;
 use crate::auth::{ApiRoutes, Principal, Rule, Scope};
-use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::Json;
 use crate::http::query::{page_limit, Query};
@@ -218,72 +217,35 @@ const REACTIVATE: Action = Action {
     end_sessions: false,
 };
 
-/// What every admin action needs: the state, the acting admin, and where the request came from.
-struct AdminCtx {
-    state: AppState,
-    actor: Principal,
-    caller: Caller,
+fn user_target(u: &UserRow) -> Option<(&'static str, String)> {
+    Some(("user", u.id.to_string()))
 }
 
-impl FromRequestParts<AppState> for AdminCtx {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let actor = parts
-            .extensions
-            .get::<Principal>()
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::internal(anyhow::anyhow!("admin route reached without a principal"))
-            })?;
-        let ip = parts
-            .extensions
-            .get::<ClientIp>()
-            .copied()
-            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no client address")))?;
-        Ok(Self {
-            state: state.clone(),
-            actor,
-            caller: Caller::new(ip, &parts.headers),
-        })
+async fn transition(ctx: &Ctx, id: &str, action: Action) -> ApiResult<Json<UserView>> {
+    let t = target(&ctx.state, id).await?;
+    may_manage(&ctx.actor, &t)?;
+    let current: AccountState = t.state.parse().unwrap_or(AccountState::Suspended);
+    if !action.from.contains(&current) {
+        return Err(invalid_state(&t, action.from_words));
     }
-}
-
-impl AdminCtx {
-    async fn record(&self, action: &str, target: &UserRow, details: Option<serde_json::Value>) {
-        let mut e = self.caller.audit(action, Some(self.actor.user_id));
-        e.target_type = Some("user".into());
-        e.target_id = Some(target.id.to_string());
-        e.details = details.map(cairn_store::Json);
-        audit(&self.state, e).await;
-    }
-
-    async fn transition(&self, id: &str, action: Action) -> ApiResult<Json<UserView>> {
-        let t = target(&self.state, id).await?;
-        may_manage(&self.actor, &t)?;
-        let current: AccountState = t.state.parse().unwrap_or(AccountState::Suspended);
-        if !action.from.contains(&current) {
-            return Err(invalid_state(&t, action.from_words));
-        }
-        let updated = self
-            .state
+    let updated = ctx
+        .state
+        .store
+        .set_user_state(t.id, action.to.as_str())
+        .await?;
+    if action.end_sessions {
+        ctx.state
             .store
-            .set_user_state(t.id, action.to.as_str())
+            .revoke_all_for_user(t.id, action.name)
             .await?;
-        if action.end_sessions {
-            self.state
-                .store
-                .revoke_all_for_user(t.id, action.name)
-                .await?;
-        }
-        self.record(
-            action.name,
-            &t,
-            Some(json!({ "from": t.state, "to": updated.state })),
-        )
-        .await;
-        Ok(Json(UserView::from(&updated)))
     }
+    ctx.record(
+        action.name,
+        user_target(&t),
+        Some(json!({ "from": t.state, "to": updated.state })),
+    )
+    .await;
+    Ok(Json(UserView::from(&updated)))
 }
 
 async fn get_user(
@@ -293,30 +255,31 @@ async fn get_user(
     Ok(Json(UserView::from(&target(&state, &id).await?)))
 }
 
-async fn approve(ctx: AdminCtx, Path(id): Path<String>) -> ApiResult<Json<UserView>> {
-    ctx.transition(&id, APPROVE).await
+async fn approve(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<UserView>> {
+    transition(&ctx, &id, APPROVE).await
 }
 
-async fn deny(ctx: AdminCtx, Path(id): Path<String>) -> ApiResult<Json<UserView>> {
-    ctx.transition(&id, DENY).await
+async fn deny(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<UserView>> {
+    transition(&ctx, &id, DENY).await
 }
 
-async fn suspend(ctx: AdminCtx, Path(id): Path<String>) -> ApiResult<Json<UserView>> {
-    ctx.transition(&id, SUSPEND).await
+async fn suspend(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<UserView>> {
+    transition(&ctx, &id, SUSPEND).await
 }
 
-async fn reactivate(ctx: AdminCtx, Path(id): Path<String>) -> ApiResult<Json<UserView>> {
-    ctx.transition(&id, REACTIVATE).await
+async fn reactivate(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<UserView>> {
+    transition(&ctx, &id, REACTIVATE).await
 }
 
-async fn revoke_sessions(ctx: AdminCtx, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn revoke_sessions(ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let t = target(&ctx.state, &id).await?;
     may_manage(&ctx.actor, &t)?;
     ctx.state
         .store
         .revoke_all_for_user(t.id, "revoked_by_admin")
         .await?;
-    ctx.record("admin.user.sessions_revoked", &t, None).await;
+    ctx.record("admin.user.sessions_revoked", user_target(&t), None)
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -327,7 +290,7 @@ struct RoleChange {
 }
 
 async fn set_role(
-    ctx: AdminCtx,
+    ctx: Ctx,
     Path(id): Path<String>,
     Json(req): Json<RoleChange>,
 ) -> ApiResult<Json<UserView>> {
@@ -347,7 +310,7 @@ async fn set_role(
     let updated = ctx.state.store.set_user_role(t.id, role.as_str()).await?;
     ctx.record(
         "admin.user.role_changed",
-        &t,
+        user_target(&t),
         Some(json!({ "from": t.role, "to": updated.role })),
     )
     .await;

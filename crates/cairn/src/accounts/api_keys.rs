@@ -4,7 +4,7 @@
 //! at once, and an `admin`-scoped key of a member opens no admin route.
 
 use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cairn_store::api_keys::ApiKeyRow;
 use cairn_store::{Id, Timestamp};
@@ -12,12 +12,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use super::routes::{audit, Caller};
+use super::context::Ctx;
 use super::tokens::token_hash;
 use crate::app::AppState;
 use crate::auth::principal::{invalid, standing};
 use crate::auth::{ApiRoutes, Principal, Rule, Scope, Via};
-use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::Json;
 
@@ -128,13 +127,8 @@ fn random_hex(bytes: usize) -> ApiResult<String> {
     Ok(hex::encode(b))
 }
 
-async fn create(
-    State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ip): Extension<ClientIp>,
-    headers: HeaderMap,
-    Json(req): Json<NewKey>,
-) -> ApiResult<Response> {
+async fn create(ctx: Ctx, Json(req): Json<NewKey>) -> ApiResult<Response> {
+    let (state, p) = (&ctx.state, &ctx.actor);
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(invalid_fields("name", "must be 1 to 100 characters"));
@@ -186,13 +180,12 @@ async fn create(
         revoked_at: None,
     };
     state.store.create_api_key(&row).await?;
-    let mut e = Caller::new(ip, &headers).audit("api_key.created", Some(p.user_id));
-    e.target_type = Some("api_key".into());
-    e.target_id = Some(row.id.to_string());
-    e.details = Some(cairn_store::Json(
-        json!({ "name": row.name, "scopes": row.scopes }),
-    ));
-    audit(&state, e).await;
+    ctx.record(
+        "api_key.created",
+        Some(("api_key", row.id.to_string())),
+        Some(json!({ "name": row.name, "scopes": row.scopes })),
+    )
+    .await;
     let key = format!("{KEY_PREFIX}{prefix}_{secret}");
     Ok((StatusCode::CREATED, axum::Json(KeyView::of(row, Some(key)))).into_response())
 }
@@ -220,18 +213,13 @@ async fn list(
     }))
 }
 
-async fn revoke(
-    State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ip): Extension<ClientIp>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+async fn revoke(ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id: Id = id.parse().map_err(|_| ApiError::not_found())?;
-    state.store.revoke_api_key(id, p.user_id).await?;
-    let mut e = Caller::new(ip, &headers).audit("api_key.revoked", Some(p.user_id));
-    e.target_type = Some("api_key".into());
-    e.target_id = Some(id.to_string());
-    audit(&state, e).await;
+    ctx.state
+        .store
+        .revoke_api_key(id, ctx.actor.user_id)
+        .await?;
+    ctx.record("api_key.revoked", Some(("api_key", id.to_string())), None)
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

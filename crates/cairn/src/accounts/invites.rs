@@ -13,11 +13,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::admin::may_manage;
+use super::context::Ctx;
 use super::routes::{audit, Caller};
 use super::tokens::{random_token, token_hash};
 use super::Role;
 use crate::app::AppState;
-use crate::auth::{ApiRoutes, Principal, Rule, Scope};
+use crate::auth::{ApiRoutes, Rule, Scope};
 use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::Json;
@@ -102,13 +103,8 @@ struct InviteView {
     url: Option<String>,
 }
 
-async fn create_invite(
-    State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ip): Extension<ClientIp>,
-    headers: HeaderMap,
-    Json(req): Json<NewInvite>,
-) -> ApiResult<Response> {
+async fn create_invite(ctx: Ctx, Json(req): Json<NewInvite>) -> ApiResult<Response> {
+    let (state, p) = (&ctx.state, &ctx.actor);
     let role = match req.role.as_deref().unwrap_or("member") {
         "member" => Role::Member,
         "admin" if p.role == Role::Owner => Role::Admin,
@@ -141,14 +137,13 @@ async fn create_invite(
         revoked_at: None,
     };
     state.store.create_invite(&invite).await?;
-    let mut e = Caller::new(ip, &headers).audit("admin.invite.created", Some(p.user_id));
-    e.target_type = Some("invite".into());
-    e.target_id = Some(invite.id.to_string());
-    e.details = Some(cairn_store::Json(
-        json!({ "role": invite.role, "max_uses": max_uses, "expires_at": invite.expires_at }),
-    ));
-    audit(&state, e).await;
-    let url = link(&state, "/invite/", &secret);
+    ctx.record(
+        "admin.invite.created",
+        Some(("invite", invite.id.to_string())),
+        Some(json!({ "role": invite.role, "max_uses": max_uses, "expires_at": invite.expires_at })),
+    )
+    .await;
+    let url = link(state, "/invite/", &secret);
     Ok((
         StatusCode::CREATED,
         axum::Json(InviteView {
@@ -184,19 +179,16 @@ async fn list_invites(State(state): State<AppState>) -> ApiResult<Json<InviteLis
     }))
 }
 
-async fn revoke_invite(
-    State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ip): Extension<ClientIp>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+async fn revoke_invite(ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let state = &ctx.state;
     let id: Id = id.parse().map_err(|_| ApiError::not_found())?;
     state.store.revoke_invite(id).await?;
-    let mut e = Caller::new(ip, &headers).audit("admin.invite.revoked", Some(p.user_id));
-    e.target_type = Some("invite".into());
-    e.target_id = Some(id.to_string());
-    audit(&state, e).await;
+    ctx.record(
+        "admin.invite.revoked",
+        Some(("invite", id.to_string())),
+        None,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -207,31 +199,28 @@ struct ResetLink {
     expires_at: Timestamp,
 }
 
-async fn create_reset(
-    State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ip): Extension<ClientIp>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
+async fn create_reset(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
+    let (state, p) = (&ctx.state, &ctx.actor);
     let id: Id = id.parse().map_err(|_| ApiError::not_found())?;
     let target = state
         .store
         .user(id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    may_manage(&p, &target)?;
+    may_manage(p, &target)?;
     let secret = token(RESET_PREFIX)?;
     let expires_at = Timestamp::now().plus_millis(RESET_TTL_MS);
     state
         .store
         .create_password_reset(&token_hash(&secret), id, Some(p.user_id), expires_at)
         .await?;
-    let mut e = Caller::new(ip, &headers).audit("admin.user.password_reset_link", Some(p.user_id));
-    e.target_type = Some("user".into());
-    e.target_id = Some(id.to_string());
-    audit(&state, e).await;
-    let url = link(&state, "/reset-password/", &secret);
+    ctx.record(
+        "admin.user.password_reset_link",
+        Some(("user", id.to_string())),
+        None,
+    )
+    .await;
+    let url = link(state, "/reset-password/", &secret);
     Ok((
         StatusCode::CREATED,
         axum::Json(ResetLink {

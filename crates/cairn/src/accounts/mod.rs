@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod admin_cli;
 pub mod api_keys;
+pub mod context;
 pub mod email;
 pub mod invites;
 pub mod password;

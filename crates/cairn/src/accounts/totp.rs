@@ -12,12 +12,11 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, TOTP};
 
-use super::routes::{audit, Caller};
+use super::context::Ctx;
 use super::tokens::token_hash;
 use crate::app::AppState;
 use crate::auth::{ApiRoutes, Principal, Rule, Scope};
 use crate::crypto;
-use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::Json;
 
@@ -172,13 +171,8 @@ fn backup_code() -> ApiResult<String> {
     Ok(format!("{}-{}", &hex[..5], &hex[5..]))
 }
 
-async fn confirm(
-    State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ip): Extension<ClientIp>,
-    headers: axum::http::HeaderMap,
-    Json(req): Json<Confirm>,
-) -> ApiResult<Json<BackupCodes>> {
+async fn confirm(ctx: Ctx, Json(req): Json<Confirm>) -> ApiResult<Json<BackupCodes>> {
+    let (state, p) = (&ctx.state, &ctx.actor);
     if p.user.totp_enabled {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -186,7 +180,7 @@ async fn confirm(
             "Two-factor sign-in is already on.",
         ));
     }
-    let totp = totp_for(secret_of(&state, &p.user)?, &p.user.email)?;
+    let totp = totp_for(secret_of(state, &p.user)?, &p.user.email)?;
     let step = matching_step(&totp, &req.code).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -205,11 +199,7 @@ async fn confirm(
         .store
         .enable_totp(p.user_id, step as i64, &hashes)
         .await?;
-    audit(
-        &state,
-        Caller::new(ip, &headers).audit("auth.totp.enabled", Some(p.user_id)),
-    )
-    .await;
+    ctx.record("auth.totp.enabled", None, None).await;
     Ok(Json(BackupCodes {
         backup_codes: codes,
     }))
@@ -221,13 +211,8 @@ struct Disable {
     password: String,
 }
 
-async fn disable(
-    State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ip): Extension<ClientIp>,
-    headers: axum::http::HeaderMap,
-    Json(req): Json<Disable>,
-) -> ApiResult<StatusCode> {
+async fn disable(ctx: Ctx, Json(req): Json<Disable>) -> ApiResult<StatusCode> {
+    let (state, p) = (&ctx.state, &ctx.actor);
     if req.password.len() > 1024
         || !state
             .hasher
@@ -242,33 +227,25 @@ async fn disable(
         ));
     }
     state.store.disable_totp(p.user_id).await?;
-    audit(
-        &state,
-        Caller::new(ip, &headers).audit("auth.totp.disabled", Some(p.user_id)),
-    )
-    .await;
+    ctx.record("auth.totp.disabled", None, None).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn admin_reset(
-    State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ip): Extension<ClientIp>,
-    headers: axum::http::HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+async fn admin_reset(ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let (state, p) = (&ctx.state, &ctx.actor);
     let id: Id = id.parse().map_err(|_| ApiError::not_found())?;
     let target = state
         .store
         .user(id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    super::admin::may_manage(&p, &target)?;
+    super::admin::may_manage(p, &target)?;
     state.store.disable_totp(id).await?;
-    let mut e = Caller::new(ip, &headers).audit("admin.user.totp_reset", Some(p.user_id));
-    e.target_type = Some("user".into());
-    e.target_id = Some(id.to_string());
-    e.details = Some(cairn_store::Json(json!({ "by": "admin" })));
-    audit(&state, e).await;
+    ctx.record(
+        "admin.user.totp_reset",
+        Some(("user", id.to_string())),
+        Some(json!({ "by": "admin" })),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
