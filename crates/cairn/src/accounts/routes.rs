@@ -16,6 +16,7 @@ use cairn_store::{Id, StoreError, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::context::Ctx;
 use super::tokens::{random_token, token_hash, REFRESH_PREFIX};
 use super::{email, setup, Role, State as AccountState};
 use crate::app::AppState;
@@ -828,46 +829,24 @@ fn session_of(p: &Principal) -> ApiResult<Id> {
     })
 }
 
-async fn sign_out(
-    State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ip): Extension<ClientIp>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
+async fn sign_out(ctx: Ctx) -> ApiResult<Response> {
+    let (state, p) = (&ctx.state, &ctx.actor);
     state
         .store
-        .revoke_session(session_of(&p)?, p.user_id, "signed_out")
+        .revoke_session(session_of(p)?, p.user_id, "signed_out")
         .await?;
-    audit(
-        &state,
-        Caller::new(ip, &headers).audit("auth.sign_out", Some(p.user_id)),
-    )
-    .await;
-    Ok(clear_cookies(
-        &state,
-        StatusCode::NO_CONTENT.into_response(),
-    ))
+    ctx.record("auth.sign_out", None, None).await;
+    Ok(clear_cookies(state, StatusCode::NO_CONTENT.into_response()))
 }
 
-async fn sign_out_everywhere(
-    State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ip): Extension<ClientIp>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
+async fn sign_out_everywhere(ctx: Ctx) -> ApiResult<Response> {
+    let (state, p) = (&ctx.state, &ctx.actor);
     state
         .store
         .revoke_all_for_user(p.user_id, "signed_out_everywhere")
         .await?;
-    audit(
-        &state,
-        Caller::new(ip, &headers).audit("auth.sign_out_everywhere", Some(p.user_id)),
-    )
-    .await;
-    Ok(clear_cookies(
-        &state,
-        StatusCode::NO_CONTENT.into_response(),
-    ))
+    ctx.record("auth.sign_out_everywhere", None, None).await;
+    Ok(clear_cookies(state, StatusCode::NO_CONTENT.into_response()))
 }
 
 async fn me(Extension(p): Extension<Principal>) -> Json<UserView> {
@@ -881,13 +860,8 @@ struct ChangePassword {
     new_password: String,
 }
 
-async fn change_password(
-    State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ip): Extension<ClientIp>,
-    headers: HeaderMap,
-    Json(req): Json<ChangePassword>,
-) -> ApiResult<Response> {
+async fn change_password(ctx: Ctx, Json(req): Json<ChangePassword>) -> ApiResult<Response> {
+    let (state, p) = (&ctx.state, &ctx.actor);
     check_password_size("current_password", &req.current_password)?;
     let ok = state
         .hasher
@@ -901,16 +875,16 @@ async fn change_password(
             "The current password is wrong.",
         ));
     }
-    check_new_password(&state, "new_password", &req.new_password, &p.user.email)?;
+    check_new_password(state, "new_password", &req.new_password, &p.user.email)?;
     let hash = state
         .hasher
         .hash(req.new_password)
         .await
         .map_err(ApiError::internal)?;
     state.store.set_password(p.user_id, &hash).await?;
-    let caller = Caller::new(ip, &headers);
+    let caller = &ctx.caller;
     audit(
-        &state,
+        state,
         caller.audit("auth.password.changed", Some(p.user_id)),
     )
     .await;
@@ -925,7 +899,7 @@ async fn change_password(
     } else {
         SessionMode::Token
     };
-    start_session(&state, &user, &caller, mode, StatusCode::OK).await
+    start_session(state, &user, caller, mode, StatusCode::OK).await
 }
 
 #[derive(Serialize)]
@@ -970,13 +944,8 @@ async fn my_sessions(
     }))
 }
 
-async fn revoke_my_session(
-    State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Extension(ip): Extension<ClientIp>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+async fn revoke_my_session(ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let (state, p) = (&ctx.state, &ctx.actor);
     let id: Id = id.parse().map_err(|_| ApiError::not_found())?;
     if !state
         .store
@@ -985,10 +954,12 @@ async fn revoke_my_session(
     {
         return Err(ApiError::not_found());
     }
-    let mut e = Caller::new(ip, &headers).audit("auth.session.revoked", Some(p.user_id));
-    e.target_type = Some("session".into());
-    e.target_id = Some(id.to_string());
-    audit(&state, e).await;
+    ctx.record(
+        "auth.session.revoked",
+        Some(("session", id.to_string())),
+        None,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
