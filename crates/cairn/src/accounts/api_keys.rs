@@ -112,15 +112,6 @@ impl KeyView {
     }
 }
 
-fn invalid_fields(field: &str, problem: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_fields",
-        "Some fields are not valid.",
-    )
-    .with_details(json!({ "fields": { field: problem } }))
-}
-
 fn random_hex(bytes: usize) -> ApiResult<String> {
     let mut b = vec![0u8; bytes];
     getrandom::fill(&mut b).map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
@@ -131,12 +122,15 @@ async fn create(ctx: Ctx, Json(req): Json<NewKey>) -> ApiResult<Response> {
     let (state, p) = (&ctx.state, &ctx.actor);
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(invalid_fields("name", "must be 1 to 100 characters"));
+        return Err(ApiError::invalid_field(
+            "name",
+            "must be 1 to 100 characters",
+        ));
     }
     let mut scopes = Vec::new();
     for s in &req.scopes {
         let scope = Scope::parse(s).ok_or_else(|| {
-            invalid_fields(
+            ApiError::invalid_field(
                 "scopes",
                 "must be among read, chat, ingest, traces:write, admin",
             )
@@ -146,10 +140,13 @@ async fn create(ctx: Ctx, Json(req): Json<NewKey>) -> ApiResult<Response> {
         }
     }
     if scopes.is_empty() {
-        return Err(invalid_fields("scopes", "must name at least one scope"));
+        return Err(ApiError::invalid_field(
+            "scopes",
+            "must name at least one scope",
+        ));
     }
     if scopes.contains(&Scope::Admin) && !p.role.is_admin() {
-        return Err(invalid_fields(
+        return Err(ApiError::invalid_field(
             "scopes",
             "admin needs an administrator's account",
         ));
@@ -158,7 +155,12 @@ async fn create(ctx: Ctx, Json(req): Json<NewKey>) -> ApiResult<Response> {
     let expires_at = match req.expires_in_days {
         None => None,
         Some(d @ 1..=3650) => Some(now.plus_millis(i64::from(d) * 86_400_000)),
-        Some(_) => return Err(invalid_fields("expires_in_days", "must be 1 to 3650")),
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "expires_in_days",
+                "must be 1 to 3650",
+            ))
+        }
     };
     let prefix = random_hex(6)?;
     let secret =

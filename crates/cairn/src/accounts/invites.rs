@@ -61,15 +61,6 @@ pub fn routes() -> ApiRoutes {
         )
 }
 
-fn invalid_fields(field: &str, problem: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_fields",
-        "Some fields are not valid.",
-    )
-    .with_details(json!({ "fields": { field: problem } }))
-}
-
 fn link(state: &AppState, path: &str, token: &str) -> Option<String> {
     state
         .config
@@ -113,15 +104,18 @@ async fn create_invite(ctx: Ctx, Json(req): Json<NewInvite>) -> ApiResult<Respon
                 "Only the owner can invite administrators.",
             ))
         }
-        _ => return Err(invalid_fields("role", "must be member or admin")),
+        _ => return Err(ApiError::invalid_field("role", "must be member or admin")),
     };
     let hours = req.expires_in_hours.unwrap_or(168);
     if !(1..=720).contains(&hours) {
-        return Err(invalid_fields("expires_in_hours", "must be 1 to 720"));
+        return Err(ApiError::invalid_field(
+            "expires_in_hours",
+            "must be 1 to 720",
+        ));
     }
     let max_uses = req.max_uses.unwrap_or(1);
     if !(1..=1000).contains(&max_uses) {
-        return Err(invalid_fields("max_uses", "must be 1 to 1000"));
+        return Err(ApiError::invalid_field("max_uses", "must be 1 to 1000"));
     }
     let secret = token(INVITE_PREFIX)?;
     let now = Timestamp::now();
@@ -253,7 +247,7 @@ async fn use_reset(
         )
     };
     if req.new_password.len() > 1024 {
-        return Err(invalid_fields("new_password", "is too long"));
+        return Err(ApiError::invalid_field("new_password", "is too long"));
     }
     // Check the new password before spending the token, so a weak choice does not burn the link.
     let hash_of = token_hash(req.token.trim());

@@ -323,18 +323,9 @@ fn clear_cookies(state: &AppState, mut response: Response) -> Response {
     response
 }
 
-fn invalid_field(field: &str, message: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_fields",
-        "Some fields are not valid.",
-    )
-    .with_details(json!({ "fields": { field: message } }))
-}
-
 fn check_password_size(field: &str, password: &str) -> ApiResult<()> {
     if password.len() > MAX_PASSWORD_BYTES {
-        return Err(invalid_field(field, "is too long"));
+        return Err(ApiError::invalid_field(field, "is too long"));
     }
     Ok(())
 }
@@ -357,7 +348,7 @@ fn check_new_password(state: &AppState, field: &str, password: &str, email: &str
 fn display_name(raw: &str, email: &str) -> ApiResult<String> {
     let name = raw.trim();
     if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(invalid_field(
+        return Err(ApiError::invalid_field(
             "display_name",
             "must be at most 100 characters, without control characters",
         ));
@@ -422,11 +413,12 @@ async fn setup_workspace(
             "The setup token is wrong. It is in the server's log and in the data directory's setup-token file.",
         ));
     }
-    let email = email::normalize(&req.email).map_err(|e| invalid_field("email", e.message()))?;
+    let email =
+        email::normalize(&req.email).map_err(|e| ApiError::invalid_field("email", e.message()))?;
     let name = display_name(&req.display_name, &email)?;
     let workspace = match req.workspace_name.as_deref().map(str::trim) {
         Some(w) if w.chars().count() > MAX_NAME_CHARS || w.is_empty() => {
-            return Err(invalid_field(
+            return Err(ApiError::invalid_field(
                 "workspace_name",
                 "must be 1 to 100 characters",
             ))
@@ -514,7 +506,8 @@ async fn sign_up(
             "Sign-up here needs an invitation from an administrator.",
         ));
     }
-    let email = email::normalize(&req.email).map_err(|e| invalid_field("email", e.message()))?;
+    let email =
+        email::normalize(&req.email).map_err(|e| ApiError::invalid_field("email", e.message()))?;
     let name = display_name(&req.display_name, &email)?;
     check_new_password(&state, "password", &req.password, &email)?;
     // The invitation is counted before the account exists, and given back if creating it fails.
@@ -731,15 +724,7 @@ struct RefreshRequest {
 }
 
 fn refresh_cookie(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    let name = refresh_cookie_name(&state.config);
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| cookie::Cookie::parse(c.trim().to_owned()).ok())
-        .find(|c| c.name() == name)
-        .map(|c| c.value().to_owned())
+    crate::http::cookie_value(headers, refresh_cookie_name(&state.config))
 }
 
 async fn refresh(

@@ -57,14 +57,7 @@ fn presented(state: &AppState, headers: &HeaderMap) -> Option<(String, Via)> {
         }
     }
     let name = crate::accounts::routes::access_cookie_name(&state.config);
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| cookie::Cookie::parse(c.trim().to_owned()).ok())
-        .find(|c| c.name() == name)
-        .map(|c| (c.value().to_owned(), Via::Cookie))
+    crate::http::cookie_value(headers, name).map(|v| (v, Via::Cookie))
 }
 
 /// The caller, `None` when no credentials were presented, or an error for bad ones.

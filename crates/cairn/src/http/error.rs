@@ -94,6 +94,16 @@ impl ApiError {
         .with_details(json!({ "timeout_secs": limit_secs }))
     }
 
+    /// 422 `invalid_fields` naming one field and what is wrong with it.
+    pub fn invalid_field(field: &str, problem: &str) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_fields",
+            "Some fields are not valid.",
+        )
+        .with_details(json!({ "fields": { field: problem } }))
+    }
+
     pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }

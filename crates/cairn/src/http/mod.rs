@@ -108,6 +108,18 @@ fn cors_layer(cors: &CorsConfig) -> Option<CorsLayer> {
     )
 }
 
+/// The value of cookie `name` in the request, if present.
+pub fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| cookie::Cookie::parse(c.trim().to_owned()).ok())
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned())
+}
+
 async fn not_found() -> impl IntoResponse {
     ApiError::not_found()
 }
