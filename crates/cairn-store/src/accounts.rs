@@ -365,6 +365,22 @@ impl Store {
         Ok(v.map(|j| j.0))
     }
 
+    /// All of the user's preferences, by key.
+    pub async fn preferences(&self, user_id: Id) -> StoreResult<Vec<(String, serde_json::Value)>> {
+        let sql = "SELECT key, value FROM user_preferences WHERE user_id = $1 ORDER BY key";
+        let rows: Vec<(String, Json<serde_json::Value>)> = on_pool!(self.db.pool(), p =>
+            sqlx::query_as(sql).bind(user_id).fetch_all(p).await)?;
+        Ok(rows.into_iter().map(|(k, v)| (k, v.0)).collect())
+    }
+
+    /// Remove one preference; false when it was not set.
+    pub async fn delete_preference(&self, user_id: Id, key: &str) -> StoreResult<bool> {
+        let sql = "DELETE FROM user_preferences WHERE user_id = $1 AND key = $2";
+        let n = on_pool!(self.db.pool(), p => sqlx::query(sql).bind(user_id).bind(key)
+            .execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
     pub async fn put_preference(
         &self,
         user_id: Id,

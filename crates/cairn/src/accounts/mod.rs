@@ -9,6 +9,7 @@ pub mod context;
 pub mod email;
 pub mod invites;
 pub mod password;
+pub mod preferences;
 pub mod routes;
 pub mod setup;
 pub mod tokens;

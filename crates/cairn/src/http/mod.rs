@@ -137,6 +137,7 @@ pub fn api_routes() -> ApiRoutes {
         .merge(crate::accounts::api_keys::routes())
         .merge(crate::accounts::totp::routes())
         .merge(crate::accounts::invites::routes())
+        .merge(crate::accounts::preferences::routes())
 }
 
 /// The whole application router: `api` (from [`api_routes`]) plus `extra` (tests mount probes

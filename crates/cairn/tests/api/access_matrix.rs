@@ -94,6 +94,19 @@ const MATRIX: &[(&str, &str, Access, Option<Scope>)] = &[
         Some(Scope::Admin),
     ),
     ("POST", "/api/auth/password-reset", Access::Public, None),
+    (
+        "GET",
+        "/api/me/preferences",
+        Access::SignedIn,
+        Some(Scope::Read),
+    ),
+    ("PUT", "/api/me/preferences/{key}", Access::SignedIn, None),
+    (
+        "DELETE",
+        "/api/me/preferences/{key}",
+        Access::SignedIn,
+        None,
+    ),
 ];
 
 /// Error codes that mean "the authorization layer refused".

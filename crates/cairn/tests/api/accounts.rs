@@ -568,3 +568,105 @@ async fn a_pending_user_can_sign_in_only_to_see_their_status() {
         .unwrap();
     assert_eq!(error_body(resp, 403).await["code"], "account_pending");
 }
+
+on_both_backends!(preferences_belong_to_their_owner);
+
+async fn preferences_belong_to_their_owner(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let owner = app.create_owner().await;
+    let member = app.user_with("m@example.com", "member", "active").await;
+    let put = |s: &Session, key: &str, body: serde_json::Value| {
+        app.client
+            .put(app.url(&format!("/api/me/preferences/{key}")))
+            .bearer_auth(&s.access)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        put(&owner, "theme", json!({ "value": "dark" }))
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        put(
+            &owner,
+            "chat.default_model",
+            json!({ "value": { "id": "x" } })
+        )
+        .await
+        .unwrap()
+        .status(),
+        204
+    );
+    assert_eq!(
+        put(&owner, "theme", json!({ "value": "light" }))
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let mine: serde_json::Value = app
+        .get_as("/api/me/preferences", &owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        mine,
+        json!({ "chat.default_model": { "id": "x" }, "theme": "light" })
+    );
+    let theirs: serde_json::Value = app
+        .get_as("/api/me/preferences", &member)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs, json!({}));
+    // Bad keys and oversized values store nothing.
+    assert_eq!(
+        error_body(
+            put(&owner, "Bad Key", json!({ "value": 1 })).await.unwrap(),
+            422
+        )
+        .await["code"],
+        "invalid_fields"
+    );
+    let big = json!({ "value": "x".repeat(20_000) });
+    assert_eq!(
+        error_body(put(&owner, "big", big).await.unwrap(), 422).await["code"],
+        "invalid_fields"
+    );
+    assert_eq!(
+        error_body(
+            put(&owner, "theme", json!({ "val": 1 })).await.unwrap(),
+            400
+        )
+        .await["code"],
+        "unknown_field"
+    );
+    let del = app
+        .client
+        .delete(app.url("/api/me/preferences/theme"))
+        .bearer_auth(&owner.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 204);
+    let again = app
+        .client
+        .delete(app.url("/api/me/preferences/theme"))
+        .bearer_auth(&owner.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404);
+    let mine: serde_json::Value = app
+        .get_as("/api/me/preferences", &owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine, json!({ "chat.default_model": { "id": "x" } }));
+}
