@@ -58,7 +58,13 @@ pub async fn authenticate(state: &AppState, key: &str) -> Result<Principal, ApiE
         return Err(invalid("The API key is not valid, revoked or expired."));
     }
     let (role, account_state) = standing(&user)?;
-    state.store.touch_api_key(row.id, now).await?;
+    // Recorded at most once a minute, and only written when due: no write per request.
+    if row
+        .last_used_at
+        .is_none_or(|t| t.plus_millis(60_000) <= now)
+    {
+        state.store.touch_api_key(row.id, now).await?;
+    }
     Ok(Principal {
         // A key of an account that must enrol is refused until it has.
         must_enrol_2fa: crate::auth::principal::must_enrol_2fa(state, role, &user),

@@ -405,7 +405,9 @@ async fn setup_workspace(
     }
     if !setup::token_ok(&state.store, &req.setup_token).await? {
         let mut e = caller.audit("setup.refused", None);
-        e.details = Some(sqlx_json(json!({ "reason": "invalid_setup_token" })));
+        e.details = Some(cairn_store::Json(
+            json!({ "reason": "invalid_setup_token" }),
+        ));
         audit(&state, e).await;
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -460,10 +462,6 @@ async fn setup_workspace(
     audit(&state, e).await;
     tracing::info!(user_id = %user.id, "first run complete: the owner account exists");
     start_session(&state, &user, &caller, req.session, StatusCode::CREATED).await
-}
-
-fn sqlx_json(v: serde_json::Value) -> cairn_store::Json<serde_json::Value> {
-    cairn_store::Json(v)
 }
 
 #[derive(Deserialize)]
@@ -564,7 +562,7 @@ async fn sign_up(
         Err(e) => return Err(e.into()),
     };
     let mut e = caller.audit("auth.sign_up", Some(user.id));
-    e.details = Some(sqlx_json(
+    e.details = Some(cairn_store::Json(
         json!({ "state": user.state, "invite": invite.map(|i| i.id) }),
     ));
     audit(&state, e).await;
@@ -645,25 +643,24 @@ async fn sign_in(
         .verify(req.password, user.as_ref().map(|u| u.password_hash.clone()))
         .await
         .map_err(ApiError::internal)?;
-    let Some(user) = user.filter(|_| ok) else {
-        let mut e = caller.audit("auth.sign_in.failed", None);
-        e.details = Some(sqlx_json(
-            json!({ "email": req.email.chars().take(254).collect::<String>() }),
-        ));
-        if let Some(u) = state
-            .store
-            .user_by_email(email.as_deref().unwrap_or_default())
-            .await?
-        {
-            let failures = u32::try_from(u.failed_sign_ins).unwrap_or(0) + 1;
-            let lock = lock_secs(failures, state.config.auth.sign_in_free_failures)
-                .map(|s| now.plus_millis(s as i64 * 1000));
-            state.store.record_failed_sign_in(u.id, lock).await?;
-            e.target_type = Some("user".into());
-            e.target_id = Some(u.id.to_string());
+    let user = match user {
+        Some(u) if ok => u,
+        known => {
+            let mut e = caller.audit("auth.sign_in.failed", None);
+            e.details = Some(cairn_store::Json(
+                json!({ "email": req.email.chars().take(254).collect::<String>() }),
+            ));
+            if let Some(u) = known {
+                let failures = u32::try_from(u.failed_sign_ins).unwrap_or(0) + 1;
+                let lock = lock_secs(failures, state.config.auth.sign_in_free_failures)
+                    .map(|s| now.plus_millis(s as i64 * 1000));
+                state.store.record_failed_sign_in(u.id, lock).await?;
+                e.target_type = Some("user".into());
+                e.target_id = Some(u.id.to_string());
+            }
+            audit(&state, e).await;
+            return Err(invalid_credentials());
         }
-        audit(&state, e).await;
-        return Err(invalid_credentials());
     };
     let account_state: AccountState = user.state.parse().unwrap_or(AccountState::Suspended);
     if matches!(
@@ -671,7 +668,7 @@ async fn sign_in(
         AccountState::Suspended | AccountState::Denied
     ) {
         let mut e = caller.audit("auth.sign_in.refused", Some(user.id));
-        e.details = Some(sqlx_json(json!({ "state": user.state })));
+        e.details = Some(cairn_store::Json(json!({ "state": user.state })));
         audit(&state, e).await;
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
