@@ -2,10 +2,13 @@
 //! per-user preferences. What a role or state *allows* is decided by the server's policy; this
 //! module only stores and updates them, atomically where a race would matter.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use sqlx::types::Json;
 
 use crate::error::{StoreError, StoreResult};
+use crate::standing::{Standing, StandingKey};
 use crate::types::{Id, Timestamp};
 use crate::{on_pool, Store};
 
@@ -126,6 +129,7 @@ impl Store {
                    locked_until = COALESCE($2, locked_until) WHERE id = $1";
         on_pool!(self.db.pool(), p =>
             sqlx::query(sql).bind(id).bind(lock_until).execute(p).await.map(|_| ()))?;
+        self.standing.forget(id);
         Ok(())
     }
 
@@ -134,6 +138,7 @@ impl Store {
                    last_sign_in_at = $2 WHERE id = $1";
         on_pool!(self.db.pool(), p =>
             sqlx::query(sql).bind(id).bind(Timestamp::now()).execute(p).await.map(|_| ()))?;
+        self.standing.forget(id);
         Ok(())
     }
 
@@ -144,6 +149,7 @@ impl Store {
                    failed_sign_ins = 0, locked_until = NULL WHERE id = $1";
         let n = on_pool!(self.db.pool(), p => sqlx::query(sql).bind(id).bind(password_hash)
             .bind(now).execute(p).await.map(|r| r.rows_affected()))?;
+        self.standing.forget(id);
         if n == 0 {
             return Err(StoreError::NotFound);
         }
@@ -157,6 +163,7 @@ impl Store {
         let sql = "UPDATE users SET tokens_valid_after = $2, updated_at = $2 WHERE id = $1";
         on_pool!(self.db.pool(), p =>
             sqlx::query(sql).bind(id).bind(now).execute(p).await.map(|_| ()))?;
+        self.standing.forget(id);
         self.revoke_user_sessions(id, reason).await?;
         Ok(now)
     }
@@ -165,9 +172,10 @@ impl Store {
         let sql = format!(
             "UPDATE users SET state = $2, updated_at = $3 WHERE id = $1 RETURNING {USER_COLUMNS}"
         );
-        on_pool!(self.db.pool(), p => sqlx::query_as::<_, UserRow>(&sql)
-            .bind(id).bind(state).bind(Timestamp::now()).fetch_optional(p).await)?
-        .ok_or(StoreError::NotFound)
+        let row = on_pool!(self.db.pool(), p => sqlx::query_as::<_, UserRow>(&sql)
+            .bind(id).bind(state).bind(Timestamp::now()).fetch_optional(p).await)?;
+        self.standing.forget(id);
+        row.ok_or(StoreError::NotFound)
     }
 
     /// Users matching `query` (in email or display name) and `state`, in id order after
@@ -202,9 +210,10 @@ impl Store {
         let sql = format!(
             "UPDATE users SET role = $2, updated_at = $3 WHERE id = $1 RETURNING {USER_COLUMNS}"
         );
-        on_pool!(self.db.pool(), p => sqlx::query_as::<_, UserRow>(&sql)
-            .bind(id).bind(role).bind(Timestamp::now()).fetch_optional(p).await)?
-        .ok_or(StoreError::NotFound)
+        let row = on_pool!(self.db.pool(), p => sqlx::query_as::<_, UserRow>(&sql)
+            .bind(id).bind(role).bind(Timestamp::now()).fetch_optional(p).await)?;
+        self.standing.forget(id);
+        row.ok_or(StoreError::NotFound)
     }
 
     /// Start a session with its first refresh token.
@@ -260,7 +269,7 @@ impl Store {
         let revoke =
             "UPDATE sessions SET revoked_at = $2, revoked_reason = 'refresh_token_reused' \
                       WHERE id = $1 AND revoked_at IS NULL";
-        on_pool!(self.db.pool(), p => {
+        let outcome = on_pool!(self.db.pool(), p => {
             let mut tx = p.begin().await?;
             let row: Option<RefreshLookup> =
                 sqlx::query_as(&find).bind(token_hash).fetch_optional(&mut *tx).await?;
@@ -277,6 +286,8 @@ impl Store {
             if !spent_now {
                 sqlx::query(revoke).bind(id).bind(now).execute(&mut *tx).await?;
                 tx.commit().await?;
+                // (An early return leaves the function: announce the change here.)
+                self.standing.forget(user_id);
                 return Ok(Refresh::Reused { session_id: id, user_id });
             }
             sqlx::query(insert).bind(new_token_hash).bind(id).bind(now).execute(&mut *tx).await?;
@@ -286,7 +297,11 @@ impl Store {
                 id, user_id, created_at, last_used_at: now, expires_at, revoked_at,
                 revoked_reason, user_agent, ip,
             }))
-        })
+        });
+        if let Ok(Refresh::Rotated(s)) = &outcome {
+            self.standing.forget(s.user_id);
+        }
+        outcome
     }
 
     /// The user and session an access token names, in one query.
@@ -294,11 +309,18 @@ impl Store {
         &self,
         user_id: Id,
         session_id: Id,
-    ) -> StoreResult<Option<(UserRow, SessionRow)>> {
+    ) -> StoreResult<Option<Arc<(UserRow, SessionRow)>>> {
+        let key = StandingKey::Session(session_id);
+        if let Some(Standing::Session(found)) = self.standing.get(&key) {
+            if found.0.id == user_id {
+                return Ok(Some(found));
+            }
+        }
+        let ticket = self.standing.ticket();
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND user_id = $2");
         let user_sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
         // Two statements on one connection: both backends answer them from their primary keys.
-        on_pool!(self.db.pool(), p => {
+        let found = on_pool!(self.db.pool(), p => {
             let mut conn = p.acquire().await?;
             let Some(session) = sqlx::query_as::<_, SessionRow>(&sql)
                 .bind(session_id).bind(user_id).fetch_optional(&mut *conn).await? else {
@@ -306,8 +328,13 @@ impl Store {
             };
             let user = sqlx::query_as::<_, UserRow>(&user_sql)
                 .bind(user_id).fetch_optional(&mut *conn).await?;
-            Ok(user.map(|u| (u, session)))
-        })
+            Ok::<_, sqlx::Error>(user.map(|u| Arc::new((u, session))))
+        })?;
+        if let Some(found) = &found {
+            self.standing
+                .put(key, Standing::Session(found.clone()), ticket);
+        }
+        Ok(found)
     }
 
     pub async fn session(&self, id: Id) -> StoreResult<Option<SessionRow>> {
@@ -334,14 +361,17 @@ impl Store {
                    WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL";
         let n = on_pool!(self.db.pool(), p => sqlx::query(sql).bind(id).bind(user_id)
             .bind(Timestamp::now()).bind(reason).execute(p).await.map(|r| r.rows_affected()))?;
+        self.standing.forget(user_id);
         Ok(n == 1)
     }
 
     pub async fn revoke_user_sessions(&self, user_id: Id, reason: &str) -> StoreResult<u64> {
         let sql = "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 \
                    WHERE user_id = $1 AND revoked_at IS NULL";
-        Ok(on_pool!(self.db.pool(), p => sqlx::query(sql).bind(user_id)
-            .bind(Timestamp::now()).bind(reason).execute(p).await.map(|r| r.rows_affected()))?)
+        let n = on_pool!(self.db.pool(), p => sqlx::query(sql).bind(user_id)
+            .bind(Timestamp::now()).bind(reason).execute(p).await.map(|r| r.rows_affected()))?;
+        self.standing.forget(user_id);
+        Ok(n)
     }
 
     /// Sessions revoked after `since` (to rebuild the in-memory revocation list at start).

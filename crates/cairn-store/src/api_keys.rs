@@ -1,10 +1,13 @@
 //! API keys: long-lived credentials for tools, scoped, stored as a lookup prefix plus the
 //! SHA-256 of their secret, revocable, optionally expiring.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::accounts::UserRow;
 use crate::error::{StoreError, StoreResult};
+use crate::standing::{Standing, StandingKey};
 use crate::types::{Id, Timestamp};
 use crate::{on_pool, Store};
 
@@ -43,13 +46,18 @@ impl Store {
     pub async fn api_key_with_owner(
         &self,
         prefix: &str,
-    ) -> StoreResult<Option<(ApiKeyRow, UserRow)>> {
+    ) -> StoreResult<Option<Arc<(ApiKeyRow, UserRow)>>> {
+        let cache_key = StandingKey::ApiKey(prefix.to_owned());
+        if let Some(Standing::ApiKey(found)) = self.standing.get(&cache_key) {
+            return Ok(Some(found));
+        }
+        let ticket = self.standing.ticket();
         let key_sql = format!("SELECT {COLUMNS} FROM api_keys WHERE prefix = $1");
         let user_sql = format!(
             "SELECT {} FROM users WHERE id = $1",
             crate::accounts::USER_COLUMNS
         );
-        on_pool!(self.db.pool(), p => {
+        let found = on_pool!(self.db.pool(), p => {
             let mut conn = p.acquire().await?;
             let Some(key) = sqlx::query_as::<_, ApiKeyRow>(&key_sql)
                 .bind(prefix).fetch_optional(&mut *conn).await? else {
@@ -57,16 +65,22 @@ impl Store {
             };
             let user = sqlx::query_as::<_, UserRow>(&user_sql)
                 .bind(key.user_id).fetch_optional(&mut *conn).await?;
-            Ok(user.map(|u| (key, u)))
-        })
+            Ok::<_, sqlx::Error>(user.map(|u| Arc::new((key, u))))
+        })?;
+        if let Some(found) = &found {
+            self.standing
+                .put(cache_key, Standing::ApiKey(found.clone()), ticket);
+        }
+        Ok(found)
     }
 
-    /// Record use, at most once a minute per key.
-    pub async fn touch_api_key(&self, id: Id, now: Timestamp) -> StoreResult<()> {
+    /// Record use of `user_id`'s key, at most once a minute per key.
+    pub async fn touch_api_key(&self, id: Id, user_id: Id, now: Timestamp) -> StoreResult<()> {
         let sql = "UPDATE api_keys SET last_used_at = $2 \
                    WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)";
         on_pool!(self.db.pool(), p => sqlx::query(sql).bind(id).bind(now)
             .bind(now.plus_millis(-60_000)).execute(p).await.map(|_| ()))?;
+        self.standing.forget(user_id);
         Ok(())
     }
 
@@ -83,6 +97,7 @@ impl Store {
                    AND revoked_at IS NULL";
         let n = on_pool!(self.db.pool(), p => sqlx::query(sql).bind(id).bind(user_id)
             .bind(Timestamp::now()).execute(p).await.map(|r| r.rows_affected()))?;
+        self.standing.forget(user_id);
         if n == 0 {
             return Err(StoreError::NotFound);
         }

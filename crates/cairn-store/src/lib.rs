@@ -14,6 +14,7 @@
 //! - [`accounts`] — users, sessions and refresh-token rotation, preferences.
 //! - [`api_keys`] — scoped API keys, stored hashed.
 //! - [`audit`] — the append-only audit log.
+//! - [`standing`] — the short-lived cache of callers' standing, voided on every change.
 
 pub mod accounts;
 pub mod api_keys;
@@ -24,6 +25,7 @@ pub mod invites;
 pub mod migrate;
 pub mod schema;
 pub mod settings;
+pub mod standing;
 pub mod testing;
 pub mod totp;
 pub mod types;
@@ -40,11 +42,24 @@ pub use url::redact_url;
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
+    standing: std::sync::Arc<standing::StandingCache>,
 }
 
 impl Store {
+    /// A store without a standing cache (every authentication reads the database).
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self::with_standing_cache(db, standing::StandingCache::disabled())
+    }
+
+    pub fn with_standing_cache(db: Db, cache: standing::StandingCache) -> Self {
+        Self {
+            db,
+            standing: std::sync::Arc::new(cache),
+        }
+    }
+
+    pub fn standing(&self) -> &standing::StandingCache {
+        &self.standing
     }
 
     pub fn db(&self) -> &Db {

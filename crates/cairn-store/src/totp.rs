@@ -12,6 +12,7 @@ impl Store {
                    WHERE id = $1 AND totp_enabled = $4";
         let n = on_pool!(self.db.pool(), p => sqlx::query(sql).bind(user_id).bind(sealed)
             .bind(Timestamp::now()).bind(false).execute(p).await.map(|r| r.rows_affected()))?;
+        self.standing.forget(user_id);
         Ok(n == 1)
     }
 
@@ -36,6 +37,7 @@ impl Store {
             }
             tx.commit().await
         })?;
+        self.standing.forget(user_id);
         Ok(())
     }
 
@@ -50,6 +52,7 @@ impl Store {
             sqlx::query(clear).bind(user_id).execute(&mut *tx).await?;
             tx.commit().await
         })?;
+        self.standing.forget(user_id);
         Ok(())
     }
 
@@ -59,6 +62,7 @@ impl Store {
                    AND (totp_last_step IS NULL OR totp_last_step < $2)";
         let n = on_pool!(self.db.pool(), p => sqlx::query(sql).bind(user_id).bind(step)
             .execute(p).await.map(|r| r.rows_affected()))?;
+        self.standing.forget(user_id);
         Ok(n == 1)
     }
 

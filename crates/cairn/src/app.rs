@@ -210,6 +210,7 @@ impl Application {
             let _ = started_tx.send(());
         };
         let pruner = tokio::spawn(prune_audit_daily(state.clone()));
+        let feed = crate::auth::standing_feed::start(&state.config, &state.store);
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -227,6 +228,9 @@ impl Application {
             _ = deadline => tracing::warn!("drain deadline reached; closing remaining connections"),
         }
         pruner.abort();
+        if let Some(feed) = feed {
+            feed.abort();
+        }
         state.store.db().close().await;
         tracing::info!("stopped");
         Ok(())
@@ -293,7 +297,11 @@ pub async fn open_store(config: &Config) -> Result<Store, StartError> {
     for m in &applied {
         tracing::info!(version = m.version, description = %m.description, "applied migration");
     }
-    Ok(Store::new(db))
+    let cache = cairn_store::standing::StandingCache::new(
+        config.auth.standing_cache_ttl,
+        config.auth.standing_cache_entries,
+    );
+    Ok(Store::with_standing_cache(db, cache))
 }
 
 /// Open the database without touching its schema.

@@ -45,9 +45,10 @@ fn split(key: &str) -> Option<(&str, &str)> {
 /// The caller behind an API key.
 pub async fn authenticate(state: &AppState, key: &str) -> Result<Principal, ApiError> {
     let (prefix, secret) = split(key).ok_or_else(|| invalid("The API key is malformed."))?;
-    let Some((row, user)) = state.store.api_key_with_owner(prefix).await? else {
+    let Some(found) = state.store.api_key_with_owner(prefix).await? else {
         return Err(invalid("The API key is not valid."));
     };
+    let (row, user) = &*found;
     let matches = bool::from(
         row.secret_hash
             .as_bytes()
@@ -57,24 +58,24 @@ pub async fn authenticate(state: &AppState, key: &str) -> Result<Principal, ApiE
     if !matches || row.revoked_at.is_some() || row.expires_at.is_some_and(|t| t <= now) {
         return Err(invalid("The API key is not valid, revoked or expired."));
     }
-    let (role, account_state) = standing(&user)?;
+    let (role, account_state) = standing(user)?;
     // Recorded at most once a minute, and only written when due: no write per request.
     if row
         .last_used_at
         .is_none_or(|t| t.plus_millis(60_000) <= now)
     {
-        state.store.touch_api_key(row.id, now).await?;
+        state.store.touch_api_key(row.id, user.id, now).await?;
     }
     Ok(Principal {
         // A key of an account that must enrol is refused until it has.
-        must_enrol_2fa: crate::auth::principal::must_enrol_2fa(state, role, &user),
+        must_enrol_2fa: crate::auth::principal::must_enrol_2fa(state, role, user),
         user_id: user.id,
         session_id: None,
         scopes: row.scopes.split(' ').filter_map(Scope::parse).collect(),
         role,
         state: account_state,
         via: Via::ApiKey,
-        user,
+        user: user.clone(),
     })
 }
 

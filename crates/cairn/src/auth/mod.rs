@@ -9,6 +9,7 @@
 
 pub mod limits;
 pub mod principal;
+pub mod standing_feed;
 
 use std::collections::{HashMap, HashSet};
 

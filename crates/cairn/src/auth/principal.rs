@@ -75,9 +75,10 @@ pub async fn authenticate(
         TokenError::Expired => invalid("The access token has expired; refresh it."),
         _ => invalid("The access token is not valid."),
     })?;
-    let Some((user, session)) = state.store.auth_context(claims.sub, claims.sid).await? else {
+    let Some(found) = state.store.auth_context(claims.sub, claims.sid).await? else {
         return Err(invalid("The session no longer exists."));
     };
+    let (user, session) = &*found;
     let now = Timestamp::now();
     if session.revoked_at.is_some() || session.expires_at <= now {
         return Err(invalid("The session has ended; sign in again."));
@@ -85,16 +86,16 @@ pub async fn authenticate(
     if claims.iat_ms < user.tokens_valid_after.as_millis() {
         return Err(invalid("The access token was revoked; sign in again."));
     }
-    let (role, account_state) = standing(&user)?;
+    let (role, account_state) = standing(user)?;
     Ok(Some(Principal {
-        must_enrol_2fa: must_enrol_2fa(state, role, &user),
+        must_enrol_2fa: must_enrol_2fa(state, role, user),
         user_id: user.id,
         session_id: Some(session.id),
         scopes: Vec::new(),
         role,
         state: account_state,
         via,
-        user,
+        user: user.clone(),
     }))
 }
 

@@ -99,6 +99,9 @@ pub struct AuthConfig {
     /// 0: one per CPU core.
     pub hash_concurrency: usize,
     pub sign_in_free_failures: u32,
+    /// Zero: no standing cache.
+    pub standing_cache_ttl: Duration,
+    pub standing_cache_entries: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -250,6 +253,12 @@ impl Config {
                 argon2_iterations: p.number("auth.argon2_iterations", 1, 100),
                 hash_concurrency: p.number("auth.hash_concurrency", 0, 1024),
                 sign_in_free_failures: p.number("auth.sign_in_free_failures", 1, 1000),
+                standing_cache_ttl: Duration::from_secs(p.number(
+                    "auth.standing_cache_secs",
+                    0,
+                    300,
+                )),
+                standing_cache_entries: p.number("auth.standing_cache_entries", 1, 10_000_000),
             },
             audit_retention: match p.number::<u64>("audit.retention_days", 0, 36_500) {
                 0 => None,

@@ -310,6 +310,20 @@ pub const SETTINGS: &[Setting] = &[
         help: "Lifetime of a session (its refresh tokens), from sign-in: 30 days by default.",
     },
     Setting {
+        key: "auth.standing_cache_secs",
+        default: "5",
+        kind: Kind::Integer,
+        aliases: &[],
+        help: "How long a replica may remember a caller's account, session or API key instead of reading the database on each request (0: read every time). Every change made through Cairn voids the memory at once, on every replica (through Redis when `redis_url` is set, else PostgreSQL notifications); this bounds only changes made behind Cairn's back, such as `cairn admin reset-password` against SQLite or a direct SQL edit.",
+    },
+    Setting {
+        key: "auth.standing_cache_entries",
+        default: "100000",
+        kind: Kind::Integer,
+        aliases: &[],
+        help: "Most sessions and API keys remembered at once by `auth.standing_cache_secs`.",
+    },
+    Setting {
         key: "auth.password_min_length",
         default: "12",
         kind: Kind::Integer,

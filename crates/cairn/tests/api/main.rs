@@ -14,5 +14,6 @@ mod health;
 mod http;
 mod invites;
 mod rate_limits;
+mod replicas;
 mod startup;
 mod totp;

@@ -1,0 +1,173 @@
+//! Keeping every replica's standing cache honest: each change to an account, session or API key
+//! committed here is announced to the other replicas, and theirs are heard here, through Redis
+//! pub/sub when `redis_url` is set, else PostgreSQL `LISTEN`/`NOTIFY`. SQLite serves from one
+//! process and needs no feed.
+//!
+//! While the feed is down (before it first connects, or after a dropped connection) the cache is
+//! not believed, so authentication reads the database: a missed announcement can never let a
+//! suspended account or a revoked session through.
+
+use std::time::Duration;
+
+use cairn_store::{Backend, Id, Store};
+use futures::StreamExt;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::config::Config;
+
+/// Where announcements travel.
+enum Feed {
+    Redis {
+        client: redis::Client,
+        channel: String,
+    },
+    Postgres,
+}
+
+/// Start the feed for this configuration, if it needs one; the cache distrusts itself until
+/// the feed is listening.
+pub fn start(config: &Config, store: &Store) -> Option<tokio::task::JoinHandle<()>> {
+    if !store.standing().enabled() {
+        return None;
+    }
+    let feed = if let Some(url) = &config.redis_url {
+        match redis::Client::open(url.expose()) {
+            Ok(client) => Feed::Redis {
+                client,
+                channel: format!("{}standing", config.redis_key_prefix),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot use Redis for cache announcements; the standing cache is off");
+                store.standing().set_trusted(false);
+                return None;
+            }
+        }
+    } else if store.backend() == Backend::Postgres {
+        Feed::Postgres
+    } else {
+        return None;
+    };
+    store.standing().set_trusted(false);
+    let mut bytes = [0u8; 8];
+    // An instance tag only needs to differ between replicas; a clock fallback does.
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes = (std::process::id() as u64 ^ cairn_store::Timestamp::now().as_millis() as u64)
+            .to_le_bytes();
+    }
+    let instance = u64::from_le_bytes(bytes);
+    Some(tokio::spawn(run(feed, store.clone(), instance)))
+}
+
+async fn run(feed: Feed, store: Store, instance: u64) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let result = match &feed {
+            Feed::Redis { client, channel } => {
+                redis_session(client, channel, &store, instance).await
+            }
+            Feed::Postgres => pg_session(&store, instance).await,
+        };
+        store.standing().set_trusted(false);
+        match result {
+            Ok(()) => backoff = Duration::from_millis(250),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                    "lost the feed of account changes from other replicas; reading the database meanwhile");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn encode(instance: u64, user: Id) -> String {
+    format!("{instance:016x}:{user}")
+}
+
+/// A user changed on another replica, or `None` for our own announcements and junk.
+fn decode(payload: &str, instance: u64) -> Option<Id> {
+    let (from, user) = payload.split_once(':')?;
+    if u64::from_str_radix(from, 16).ok()? == instance {
+        return None;
+    }
+    user.parse().ok()
+}
+
+/// Listen and announce over Redis until either connection fails.
+async fn redis_session(
+    client: &redis::Client,
+    channel: &str,
+    store: &Store,
+    instance: u64,
+) -> anyhow::Result<()> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    let mut publisher = client.get_multiplexed_async_connection().await?;
+    let mut changes = store.standing().subscribe();
+    store.standing().set_trusted(true);
+    tracing::debug!(channel, "listening for account changes on Redis");
+    let mut messages = pubsub.on_message();
+    loop {
+        tokio::select! {
+            msg = messages.next() => {
+                let Some(msg) = msg else { anyhow::bail!("the Redis subscription closed") };
+                let payload: String = msg.get_payload()?;
+                if let Some(user) = decode(&payload, instance) {
+                    store.standing().forget_remote(user);
+                }
+            }
+            change = changes.recv() => match change {
+                Ok(user) => {
+                    redis::cmd("PUBLISH").arg(channel).arg(encode(instance, user))
+                        .query_async::<i64>(&mut publisher).await?;
+                }
+                // More changes than the channel holds: others may have missed some.
+                Err(RecvError::Lagged(_)) => anyhow::bail!("announcements fell behind"),
+                Err(RecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Listen and announce over PostgreSQL until the listening connection drops.
+async fn pg_session(store: &Store, instance: u64) -> anyhow::Result<()> {
+    let Some(mut listener) = store.listen_standing().await? else {
+        anyhow::bail!("not a PostgreSQL database");
+    };
+    let mut changes = store.standing().subscribe();
+    store.standing().set_trusted(true);
+    tracing::debug!("listening for account changes on PostgreSQL");
+    loop {
+        tokio::select! {
+            note = listener.recv() => match note? {
+                Some(payload) => {
+                    if let Some(user) = decode(&payload, instance) {
+                        store.standing().forget_remote(user);
+                    }
+                }
+                // The connection dropped; notifications in between are lost.
+                None => anyhow::bail!("the PostgreSQL listening connection dropped"),
+            },
+            change = changes.recv() => match change {
+                Ok(user) => store.announce_standing(&encode(instance, user)).await?,
+                Err(RecvError::Lagged(_)) => anyhow::bail!("announcements fell behind"),
+                Err(RecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_round_trip_and_skip_our_own() {
+        let user = Id::new();
+        let payload = encode(7, user);
+        assert_eq!(decode(&payload, 8), Some(user));
+        assert_eq!(decode(&payload, 7), None);
+        assert_eq!(decode("junk", 8), None);
+        assert_eq!(decode("zz:also-junk", 8), None);
+    }
+}
