@@ -14,6 +14,7 @@ pub mod routes;
 pub mod setup;
 pub mod tokens;
 pub mod totp;
+pub mod workspace;
 
 use std::fmt;
 use std::str::FromStr;

@@ -418,15 +418,11 @@ async fn setup_workspace(
     let email =
         email::normalize(&req.email).map_err(|e| ApiError::invalid_field("email", e.message()))?;
     let name = display_name(&req.display_name, &email)?;
-    let workspace = match req.workspace_name.as_deref().map(str::trim) {
-        Some(w) if w.chars().count() > MAX_NAME_CHARS || w.is_empty() => {
-            return Err(ApiError::invalid_field(
-                "workspace_name",
-                "must be 1 to 100 characters",
-            ))
-        }
-        other => other.map(str::to_owned),
-    };
+    let workspace = req
+        .workspace_name
+        .as_deref()
+        .map(|w| super::workspace::check_name("workspace_name", w))
+        .transpose()?;
     check_new_password(&state, "password", &req.password, &email)?;
     let hash = state
         .hasher
@@ -452,7 +448,12 @@ async fn setup_workspace(
     if let Some(w) = workspace {
         state
             .store
-            .put_setting("workspace.name", json!(w), Expect::Any, Some(user.id))
+            .put_setting(
+                super::workspace::KEY,
+                json!(super::workspace::Settings { name: Some(w) }),
+                Expect::Any,
+                Some(user.id),
+            )
             .await?;
     }
     setup::consume(&state.store, &state.config).await;

@@ -138,6 +138,7 @@ pub fn api_routes() -> ApiRoutes {
         .merge(crate::accounts::totp::routes())
         .merge(crate::accounts::invites::routes())
         .merge(crate::accounts::preferences::routes())
+        .merge(crate::accounts::workspace::routes())
 }
 
 /// The whole application router: `api` (from [`api_routes`]) plus `extra` (tests mount probes

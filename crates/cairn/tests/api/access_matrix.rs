@@ -107,6 +107,8 @@ const MATRIX: &[(&str, &str, Access, Option<Scope>)] = &[
         Access::SignedIn,
         None,
     ),
+    ("GET", "/api/workspace", Access::SignedIn, Some(Scope::Read)),
+    ("PATCH", "/api/workspace", Access::Admin, Some(Scope::Admin)),
 ];
 
 /// Error codes that mean "the authorization layer refused".

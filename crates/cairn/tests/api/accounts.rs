@@ -68,11 +68,11 @@ async fn first_run_needs_the_setup_token_and_creates_exactly_one_owner(backend: 
     let ws = app
         .state
         .store
-        .setting("workspace.name")
+        .setting("workspace")
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(ws.value.0, json!("Acme"));
+    assert_eq!(ws.value.0["name"], json!("Acme"));
     // The token is spent.
     assert!(!app.data_dir.join("setup-token").exists());
     let again = attempt(token).await.unwrap();

@@ -384,6 +384,24 @@ impl TestApp {
         body["key"].as_str().unwrap().to_owned()
     }
 
+    /// `method path` as `s`, with a JSON body if given.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        s: &Session,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(&s.access);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.unwrap()
+    }
+
     pub async fn get_as(&self, path: &str, s: &Session) -> reqwest::Response {
         self.client
             .get(self.url(path))

@@ -17,3 +17,4 @@ mod rate_limits;
 mod replicas;
 mod startup;
 mod totp;
+mod workspace;
