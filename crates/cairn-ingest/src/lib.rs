@@ -1,0 +1,1 @@
+//! Turning files into text for Cairn: type detection, parsers and chunking.
