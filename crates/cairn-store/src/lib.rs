@@ -14,14 +14,20 @@
 //! - [`accounts`] — users, sessions and refresh-token rotation, preferences.
 //! - [`api_keys`] — scoped API keys, stored hashed.
 //! - [`audit`] — the append-only audit log.
+//! - [`collections`], [`documents`] — collections and their members, documents and chunks
+//!   (membership checked inside every statement that acts for a user).
+//! - [`jobs`] — the durable job queue.
 //! - [`standing`] — the short-lived cache of callers' standing, voided on every change.
 
 pub mod accounts;
 pub mod api_keys;
 pub mod audit;
+pub mod collections;
 pub mod db;
+pub mod documents;
 pub mod error;
 pub mod invites;
+pub mod jobs;
 pub mod migrate;
 pub mod schema;
 pub mod settings;

@@ -63,6 +63,13 @@ fn postgres_class(udt: &str) -> StorageClass {
     }
 }
 
+/// The keyword index differs by dialect on purpose — an FTS5 table (and its shadow tables) on
+/// SQLite, a `search_tsv` column and its GIN index on PostgreSQL — and is left out of the
+/// comparison.
+fn is_search_index(name: &str) -> bool {
+    name.contains("_fts") || name.ends_with("search_tsv")
+}
+
 /// Read the schema the database has now.
 pub async fn describe(db: &Db) -> StoreResult<Schema> {
     let mut schema = Schema::default();
@@ -105,9 +112,12 @@ pub async fn describe(db: &Db) -> StoreResult<Schema> {
             schema.indexes = on_pool!(db.pool(), p => sqlx::query_scalar(sql).fetch_all(p).await)?;
         }
     }
+    schema.tables.retain(|table, _| !is_search_index(table));
     for columns in schema.tables.values_mut() {
+        columns.retain(|c| !is_search_index(&c.name));
         columns.sort();
     }
+    schema.indexes.retain(|i| !is_search_index(i));
     schema.indexes.sort();
     Ok(schema)
 }

@@ -10,6 +10,9 @@ use cairn_store::Timestamp;
 use cairn_store::{migrate, schema, testing, Backend, ConnectOptions, Db, Id, Store, StoreError};
 use serde_json::json;
 
+mod documents;
+use documents::*;
+
 /// A fresh, migrated store on `backend`, or `None` when that backend is not configured.
 async fn fresh(backend: Backend) -> Option<(Store, Option<tempfile::TempDir>)> {
     let (url, dir) = match backend {
@@ -57,6 +60,10 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     settings_story,
+    collections_story,
+    documents_and_chunks_story,
+    job_queue_story,
+    concurrent_claims_never_share_a_job,
     accounts_story,
     concurrent_refreshes_with_one_token_rotate_once,
     audit_story,
