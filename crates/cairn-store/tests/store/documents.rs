@@ -398,7 +398,7 @@ pub async fn job_queue_story(backend: Backend) {
         (failed.status.as_str(), failed.last_error.as_deref()),
         ("failed", Some("bad input"))
     );
-    assert!(store.complete_job(second, "w2").await.unwrap() == false);
+    assert!(!store.complete_job(second, "w2").await.unwrap());
     store.retry_job(second).await.unwrap();
     let again = store.claim_job("w2", &["ingest"]).await.unwrap().unwrap();
     assert_eq!((again.id, again.attempts), (second, 1));
