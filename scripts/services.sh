@@ -118,11 +118,45 @@ stop_redis() {
   fi
 }
 
+# An S3-compatible server (PyPI `moto[server]`), for the blob-storage tests.
+start_s3() {
+  local bin
+  bin=$(command -v moto_server || true)
+  if [ -z "$bin" ]; then
+    if [ ! -x "$dir/moto-venv/bin/moto_server" ]; then
+      log "installing moto[server] from PyPI"
+      python3 -m venv "$dir/moto-venv" >&2
+      "$dir/moto-venv/bin/pip" install --quiet 'moto[server]==5.*' >&2
+    fi
+    bin="$dir/moto-venv/bin/moto_server"
+  fi
+  stop_s3
+  mkdir -p "$dir/s3"
+  s3_port=$(free_port)
+  nohup "$bin" -H 127.0.0.1 -p "$s3_port" >"$dir/s3/server.log" 2>&1 &
+  echo $! >"$dir/s3/pid"
+  local deadline=$((SECONDS + 30))
+  until python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$s3_port/')" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { log "the S3 server did not answer on $s3_port"; cat "$dir/s3/server.log" >&2; return 1; }
+    sleep 0.2
+  done
+  log "S3 (moto) ready on 127.0.0.1:$s3_port"
+}
+
+stop_s3() {
+  if [ -f "$dir/s3/pid" ]; then
+    kill "$(cat "$dir/s3/pid")" 2>/dev/null || true
+    rm -f "$dir/s3/pid"
+  fi
+}
+
 case "${1:-}" in
   up)
     mkdir -p "$dir"
     start_postgres
     start_redis
+    start_s3
+    echo "export CAIRN_TEST_S3_URL=http://127.0.0.1:$s3_port"
     echo "export CAIRN_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$pg_port/postgres"
     echo "export CAIRN_TEST_REDIS_URL=redis://127.0.0.1:$redis_port"
     ;;
@@ -130,6 +164,7 @@ case "${1:-}" in
     install_postgres >/dev/null 2>&1 || true
     stop_postgres
     stop_redis
+    stop_s3
     ;;
   *)
     echo "usage: $0 up|down" >&2

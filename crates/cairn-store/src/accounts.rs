@@ -112,6 +112,13 @@ impl Store {
             sqlx::query_as::<_, UserRow>(&sql).bind(email).fetch_optional(p).await)?)
     }
 
+    /// The workspace's owner, once set up.
+    pub async fn owner(&self) -> StoreResult<Option<UserRow>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE role = 'owner' LIMIT 1");
+        Ok(on_pool!(self.db.pool(), p =>
+            sqlx::query_as::<_, UserRow>(&sql).fetch_optional(p).await)?)
+    }
+
     /// Whether an owner exists (the workspace has been set up).
     pub async fn has_owner(&self) -> StoreResult<bool> {
         let sql = "SELECT COUNT(*) FROM users WHERE role = 'owner'";

@@ -199,6 +199,14 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Record the exact kind found during ingestion (an office container's).
+    pub async fn set_document_kind(&self, id: Id, kind: &str) -> StoreResult<()> {
+        let sql = "UPDATE documents SET kind = $2 WHERE id = $1";
+        on_pool!(self.db.pool(), p => sqlx::query(sql).bind(id).bind(kind)
+            .execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
     /// End a document's ingestion as failed with a reason.
     pub async fn fail_document(&self, id: Id, code: &str, message: &str) -> StoreResult<()> {
         let sql = "UPDATE documents SET status = 'failed', error_code = $2, error_message = $3, \

@@ -48,6 +48,10 @@ pub struct Inner {
     pub hasher: PasswordHasherPool,
     pub password_policy: PasswordPolicy,
     pub limiter: Limiter,
+    /// Uploaded files, encrypted.
+    pub blobs: crate::blobs::BlobStore,
+    /// Woken when this process queues a job, so idle workers start at once.
+    pub jobs_ready: tokio::sync::Notify,
 }
 
 impl Deref for AppState {
@@ -80,6 +84,8 @@ pub enum StartError {
     Setup(String),
     #[error("cannot reach Redis at {url}: {error}. Check that it runs and that CAIRN_REDIS_URL is right")]
     Redis { url: String, error: String },
+    #[error(transparent)]
+    Storage(#[from] crate::blobs::BlobError),
 }
 
 fn list(problems: &[Problem]) -> String {
@@ -114,62 +120,7 @@ impl Application {
         listener: TcpListener,
         extra_routes: Option<Router<AppState>>,
     ) -> Result<Application, StartError> {
-        refuse_unsafe(&config)?;
-        let dir = datadir::prepare(&config.data_dir)?;
-        if dir.created {
-            tracing::info!(path = %config.data_dir.display(), "created the data directory (owner-only)");
-        }
-        if let Some(mode) = dir.loose_mode {
-            tracing::warn!(
-                path = %config.data_dir.display(), mode = format!("{mode:o}"),
-                "the data directory is readable by other users; `chmod 700` it"
-            );
-        }
-        let (keys, report) = KeyRing::load_or_generate(&config)?;
-        for name in report.generated {
-            tracing::info!(
-                secret = name,
-                dir = %config.data_dir.join("secrets").display(),
-                "generated a new secret (back up the data directory's secrets/ folder)"
-            );
-        }
-        let store = open_store(&config).await?;
-        let redis = match &config.redis_url {
-            Some(url) => Some(connect_redis(url.expose(), &config).await?),
-            None => None,
-        };
-        match crate::accounts::setup::ensure_token(&store, &config).await {
-            Ok(Some(token)) => tracing::warn!(
-                setup_token = %token,
-                file = %crate::accounts::setup::token_path(&config).display(),
-                "first run: no owner yet. Create one with POST /api/setup (or `cairn admin create`) using this one-time setup token"
-            ),
-            Ok(None) => {}
-            Err(e) => return Err(StartError::Setup(e.to_string())),
-        }
-        let tokens = TokenKeys::new(&keys.signing, &keys.signing_kid, &keys.cookie_key)
-            .map_err(StartError::Setup)?;
-        let (hasher, password_policy) = crate::accounts::password::from_config(&config.auth)
-            .map_err(|e| StartError::Setup(e.to_string()))?;
-        let limiter = Limiter::new(&config.rate_limit, redis.clone(), &config.redis_key_prefix);
-        let (api, routes) = crate::http::api_routes().into_parts();
-        let security_headers = crate::http::security_headers(&config);
-        let state = AppState(Arc::new(Inner {
-            config,
-            store,
-            keys,
-            metrics: Metrics::new(),
-            health: HealthCache::default(),
-            redis,
-            started: Instant::now(),
-            draining: AtomicBool::new(false),
-            security_headers,
-            routes,
-            tokens,
-            hasher,
-            password_policy,
-            limiter,
-        }));
+        let (state, api) = build_state(config).await?;
         let router = crate::http::router(state.clone(), api, extra_routes);
         Ok(Application {
             listener,
@@ -211,6 +162,7 @@ impl Application {
         };
         let pruner = tokio::spawn(prune_audit_daily(state.clone()));
         let feed = crate::auth::standing_feed::start(&state.config, &state.store);
+        let mut workers = crate::documents::worker::spawn(&state, state.config.ingest.workers);
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -228,6 +180,7 @@ impl Application {
             _ = deadline => tracing::warn!("drain deadline reached; closing remaining connections"),
         }
         pruner.abort();
+        workers.abort_all();
         if let Some(feed) = feed {
             feed.abort();
         }
@@ -349,4 +302,69 @@ async fn connect_redis(
         }
     }
     Err(fail(format!("{last} (after {attempts} attempt(s))")))
+}
+
+/// Everything the server and the workers share: data directory, keys, database, Redis, blob
+/// storage. Also returns the API router, whose rules the state holds.
+pub async fn build_state(config: Config) -> Result<(AppState, Router<AppState>), StartError> {
+    refuse_unsafe(&config)?;
+    let dir = datadir::prepare(&config.data_dir)?;
+    if dir.created {
+        tracing::info!(path = %config.data_dir.display(), "created the data directory (owner-only)");
+    }
+    if let Some(mode) = dir.loose_mode {
+        tracing::warn!(
+            path = %config.data_dir.display(), mode = format!("{mode:o}"),
+            "the data directory is readable by other users; `chmod 700` it"
+        );
+    }
+    let (keys, report) = KeyRing::load_or_generate(&config)?;
+    for name in report.generated {
+        tracing::info!(
+            secret = name,
+            dir = %config.data_dir.join("secrets").display(),
+            "generated a new secret (back up the data directory's secrets/ folder)"
+        );
+    }
+    let store = open_store(&config).await?;
+    let redis = match &config.redis_url {
+        Some(url) => Some(connect_redis(url.expose(), &config).await?),
+        None => None,
+    };
+    match crate::accounts::setup::ensure_token(&store, &config).await {
+        Ok(Some(token)) => tracing::warn!(
+            setup_token = %token,
+            file = %crate::accounts::setup::token_path(&config).display(),
+            "first run: no owner yet. Create one with POST /api/setup (or `cairn admin create`) using this one-time setup token"
+        ),
+        Ok(None) => {}
+        Err(e) => return Err(StartError::Setup(e.to_string())),
+    }
+    let tokens = TokenKeys::new(&keys.signing, &keys.signing_kid, &keys.cookie_key)
+        .map_err(StartError::Setup)?;
+    let (hasher, password_policy) = crate::accounts::password::from_config(&config.auth)
+        .map_err(|e| StartError::Setup(e.to_string()))?;
+    let limiter = Limiter::new(&config.rate_limit, redis.clone(), &config.redis_key_prefix);
+    let blobs = crate::blobs::BlobStore::from_config(&config)?;
+    let (api, routes) = crate::http::api_routes().into_parts();
+    let security_headers = crate::http::security_headers(&config);
+    let state = AppState(Arc::new(Inner {
+        config,
+        store,
+        keys,
+        metrics: Metrics::new(),
+        health: HealthCache::default(),
+        redis,
+        started: Instant::now(),
+        draining: AtomicBool::new(false),
+        security_headers,
+        routes,
+        tokens,
+        hasher,
+        password_policy,
+        limiter,
+        blobs,
+        jobs_ready: tokio::sync::Notify::new(),
+    }));
+    Ok((state, api))
 }

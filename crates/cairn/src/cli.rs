@@ -54,6 +54,27 @@ pub enum Command {
     /// Manage accounts from the server's side (first owner, password resets).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Run ingestion workers only (no HTTP), beside servers started with `ingest.workers = 0`.
+    Worker {
+        /// How many jobs to run at once. Default: `ingest.workers` (at least 1).
+        #[arg(long, value_name = "N")]
+        workers: Option<usize>,
+    },
+    /// Import files and folders into a collection, skipping what it already has.
+    Import {
+        /// Files or folders (walked recursively; hidden entries skipped).
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<std::path::PathBuf>,
+        /// The collection, by name; created if you have none by that name.
+        #[arg(long, value_name = "NAME")]
+        collection: String,
+        /// Import as this account. Default: the workspace's owner.
+        #[arg(long = "as", value_name = "EMAIL")]
+        as_email: Option<String>,
+        /// Only queue the files (a running server's workers ingest them); do not wait.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Ask a running server for its health; exit 0 when healthy (for container health checks).
     Health {
         /// The health URL. Default: /api/health on the configured listen address.
@@ -209,6 +230,13 @@ async fn dispatch(cli: Cli) -> ExitCode {
         }
         Command::Secrets(SecretsCommand::Generate { out, force }) => secrets_generate(out, *force),
         Command::Admin(cmd) => admin(&cli, cmd).await,
+        Command::Worker { workers } => worker(&cli, *workers).await,
+        Command::Import {
+            paths,
+            collection,
+            as_email,
+            no_wait,
+        } => import(&cli, paths, collection, as_email.as_deref(), *no_wait).await,
         Command::Health { url, timeout_secs } => health(&cli, url.as_deref(), *timeout_secs).await,
         Command::Version { json } => {
             version(*json);
@@ -248,6 +276,122 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn worker(cli: &Cli, workers: Option<usize>) -> ExitCode {
+    let config = match cli.load(None) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    crate::telemetry::init(config.log_format, &config.log_level);
+    let n = workers.unwrap_or(config.ingest.workers).max(1);
+    let (state, _) = match app::build_state(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cairn: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(workers = n, "ingestion workers running");
+    let mut set = crate::documents::worker::spawn(&state, n);
+    shutdown_signal().await;
+    set.abort_all();
+    state.store.db().close().await;
+    ExitCode::SUCCESS
+}
+
+async fn import(
+    cli: &Cli,
+    paths: &[std::path::PathBuf],
+    collection: &str,
+    as_email: Option<&str>,
+    no_wait: bool,
+) -> ExitCode {
+    let config = match cli.load(None) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    crate::telemetry::init(LogFormat::Pretty, "warn");
+    let workers = config.ingest.workers.max(1);
+    let (state, _) = match app::build_state(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = run_import(&state, paths, collection, as_email, no_wait, workers).await;
+    state.store.db().close().await;
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("cairn: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_import(
+    state: &crate::AppState,
+    paths: &[std::path::PathBuf],
+    collection: &str,
+    as_email: Option<&str>,
+    no_wait: bool,
+    workers: usize,
+) -> anyhow::Result<bool> {
+    use crate::documents::import;
+    let user = match as_email {
+        Some(e) => {
+            let email =
+                crate::accounts::email::normalize(e).map_err(|e| anyhow::anyhow!(e.message()))?;
+            state.store.user_by_email(&email).await?
+        }
+        None => state.store.owner().await?,
+    }
+    .ok_or_else(|| {
+        anyhow::anyhow!("no such account (create the owner first: cairn admin create)")
+    })?;
+    anyhow::ensure!(
+        user.state == "active",
+        "the account {} is not active",
+        user.email
+    );
+    let collection_id = import::collection_named(state, user.id, collection).await?;
+    let files = import::files(paths);
+    let bar = indicatif::ProgressBar::new(files.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message("queueing");
+    let report = import::queue_files(state, user.id, collection_id, &files, |_| bar.inc(1)).await?;
+    bar.finish_and_clear();
+    println!(
+        "{} new, {} already in {collection:?}, {} refused",
+        report.queued.len(),
+        report.skipped_existing,
+        report.refused.len()
+    );
+    for (path, why) in &report.refused {
+        println!("  refused {}: {why}", path.display());
+    }
+    if no_wait || report.queued.is_empty() {
+        return Ok(report.refused.is_empty());
+    }
+    let mut set = crate::documents::worker::spawn(state, workers);
+    let bar = indicatif::ProgressBar::new(report.queued.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message("ingesting");
+    let (done, failed) = import::wait_for(state, user.id, &report.queued, |done, failed| {
+        bar.set_position((done + failed) as u64)
+    })
+    .await?;
+    set.abort_all();
+    bar.finish_and_clear();
+    println!("{done} ingested, {failed} failed");
+    Ok(failed == 0 && report.refused.is_empty())
 }
 
 /// The URL to print for a listen address: a wildcard bind is reachable on loopback.

@@ -15,10 +15,12 @@
 pub mod accounts;
 pub mod app;
 pub mod auth;
+pub mod blobs;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod datadir;
+pub mod documents;
 pub mod http;
 pub mod keys;
 pub mod ops;

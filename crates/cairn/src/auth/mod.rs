@@ -90,6 +90,9 @@ pub struct Rule {
     pub limit: limits::Limit,
     /// Open to accounts that must enrol in two-factor sign-in and have not yet.
     pub enrolment: bool,
+    /// A streamed upload: no request-body limit (the handler enforces its own while reading)
+    /// and `uploads.timeout_secs` instead of the request timeout.
+    pub upload: bool,
 }
 
 impl Rule {
@@ -105,6 +108,15 @@ impl Rule {
             api_key: None,
             limit: limits::Limit::General,
             enrolment: false,
+            upload: false,
+        }
+    }
+
+    /// The same rule for a streamed upload route.
+    pub const fn upload(self) -> Rule {
+        Rule {
+            upload: true,
+            ..self
         }
     }
 
@@ -207,7 +219,11 @@ impl ApiRoutes {
         T: 'static,
     {
         let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
-        self.router = self.router.route(path, on(filter, handler));
+        let mut method_router = on(filter, handler);
+        if rule.upload {
+            method_router = method_router.layer(axum::extract::DefaultBodyLimit::disable());
+        }
+        self.router = self.router.route(path, method_router);
         self.table.rules.insert((method.clone(), path), rule);
         self.table.paths.insert(path);
         self.table.entries.push(RouteEntry { method, path, rule });

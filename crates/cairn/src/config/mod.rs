@@ -113,6 +113,63 @@ pub struct RateLimitConfig {
     pub max_tracked_keys: usize,
 }
 
+/// Where uploaded files are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageBackend {
+    Local,
+    S3,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub backend: StorageBackend,
+    /// Local blobs directory; `None`: `<data_dir>/blobs`.
+    pub path: Option<PathBuf>,
+    pub s3_bucket: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: String,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<Secret>,
+    pub s3_allow_http: bool,
+}
+
+/// Which file types an upload may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadProfile {
+    Safe,
+    Office,
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    pub max_file_bytes: u64,
+    /// 0: no quota.
+    pub user_quota_bytes: u64,
+    pub profile: UploadProfile,
+    /// When not empty, exactly these kinds (overrides the profile).
+    pub allowed_kinds: Vec<String>,
+    pub zip_max_entries: usize,
+    pub zip_max_uncompressed_bytes: u64,
+    pub zip_max_ratio: u64,
+    /// Most time one upload request may take.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Ingestion workers inside `cairn serve` (0: run them with `cairn worker` instead).
+    pub workers: usize,
+    pub job_timeout_secs: u32,
+    pub max_attempts: u32,
+    pub parse_timeout: Duration,
+    pub max_text_bytes: usize,
+    pub chunk_tokens: usize,
+    pub chunk_overlap_tokens: usize,
+    /// `None`: soft-deleted documents are purged at once.
+    pub deleted_retention: Option<Duration>,
+}
+
 #[derive(Debug, Clone)]
 pub struct HealthConfig {
     pub check_cache: Duration,
@@ -142,6 +199,9 @@ pub struct Config {
     pub health: HealthConfig,
     pub auth: AuthConfig,
     pub rate_limit: RateLimitConfig,
+    pub storage: StorageConfig,
+    pub uploads: UploadConfig,
+    pub ingest: IngestConfig,
     /// `None`: keep audit entries forever.
     pub audit_retention: Option<Duration>,
     raw: load::RawValues,
@@ -259,6 +319,54 @@ impl Config {
                     300,
                 )),
                 standing_cache_entries: p.number("auth.standing_cache_entries", 1, 10_000_000),
+            },
+            storage: StorageConfig {
+                backend: match p.text("storage.backend") {
+                    "s3" => StorageBackend::S3,
+                    _ => StorageBackend::Local,
+                },
+                path: p.optional("storage.path").map(PathBuf::from),
+                s3_bucket: p.optional("storage.s3_bucket"),
+                s3_endpoint: p.optional("storage.s3_endpoint"),
+                s3_region: p.text("storage.s3_region").to_owned(),
+                s3_access_key_id: p.optional("storage.s3_access_key_id"),
+                s3_secret_access_key: p.secret("storage.s3_secret_access_key"),
+                s3_allow_http: p.bool("storage.s3_allow_http"),
+            },
+            uploads: UploadConfig {
+                max_file_bytes: p.number("uploads.max_file_bytes", 1, 1 << 40),
+                user_quota_bytes: p.number("uploads.user_quota_bytes", 0, 1 << 50),
+                profile: match p.text("uploads.profile") {
+                    "safe" => UploadProfile::Safe,
+                    "all" => UploadProfile::All,
+                    _ => UploadProfile::Office,
+                },
+                allowed_kinds: p.kinds("uploads.allowed_kinds"),
+                zip_max_entries: p.number("uploads.zip_max_entries", 1, 1_000_000),
+                zip_max_uncompressed_bytes: p.number(
+                    "uploads.zip_max_uncompressed_bytes",
+                    1024,
+                    1 << 40,
+                ),
+                zip_max_ratio: p.number("uploads.zip_max_ratio", 1, 100_000),
+                timeout: Duration::from_secs(p.number("uploads.timeout_secs", 1, 86_400)),
+            },
+            ingest: IngestConfig {
+                workers: p.number("ingest.workers", 0, 64),
+                job_timeout_secs: p.number("ingest.job_timeout_secs", 1, 86_400),
+                max_attempts: p.number("ingest.max_attempts", 1, 100),
+                parse_timeout: Duration::from_secs(p.number("ingest.parse_timeout_secs", 1, 3600)),
+                max_text_bytes: p.number("ingest.max_text_bytes", 1024, 1 << 34),
+                chunk_tokens: p.number("ingest.chunk_tokens", 32, 8192),
+                chunk_overlap_tokens: p.number("ingest.chunk_overlap_tokens", 0, 4096),
+                deleted_retention: match p.number::<u64>(
+                    "documents.deleted_retention_days",
+                    0,
+                    36_500,
+                ) {
+                    0 => None,
+                    days => Some(Duration::from_secs(days * 86_400)),
+                },
             },
             audit_retention: match p.number::<u64>("audit.retention_days", 0, 36_500) {
                 0 => None,
@@ -425,6 +533,33 @@ impl Parser<'_> {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect()
+    }
+
+    /// A text setting where empty means "not set".
+    fn optional(&mut self, key: &str) -> Option<String> {
+        let value = self.raw.get(key).0.trim();
+        (!value.is_empty()).then(|| value.to_owned())
+    }
+
+    /// A list of document kinds (`pdf`, `docx`, …).
+    fn kinds(&mut self, key: &str) -> Vec<String> {
+        let items = self.list(key);
+        for item in &items {
+            if item.parse::<cairn_ingest::Kind>().is_err() {
+                self.fail(
+                    key,
+                    format!(
+                        "`{item}` is not a document kind (known: {})",
+                        cairn_ingest::Kind::ALL
+                            .iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+        }
+        items
     }
 
     fn secret(&mut self, key: &str) -> Option<Secret> {

@@ -69,7 +69,15 @@ pub async fn request_context(
         .map(|m| m.as_str().to_owned());
     let is_api = req.uri().path().starts_with("/api/");
     let span = tracing::info_span!("request", request_id = %request_id);
-    let timeout = state.config.http.request_timeout;
+    let is_upload = route
+        .as_deref()
+        .and_then(|r| state.routes.rule(&method, r))
+        .is_some_and(|rule| rule.upload);
+    let timeout = if is_upload {
+        state.config.uploads.timeout
+    } else {
+        state.config.http.request_timeout
+    };
     let path = req.uri().path().to_owned();
     let mut response = REQUEST_ID
         .scope(request_id.clone(), async {

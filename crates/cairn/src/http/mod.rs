@@ -139,6 +139,7 @@ pub fn api_routes() -> ApiRoutes {
         .merge(crate::accounts::invites::routes())
         .merge(crate::accounts::preferences::routes())
         .merge(crate::accounts::workspace::routes())
+        .merge(crate::documents::routes::routes())
 }
 
 /// The whole application router: `api` (from [`api_routes`]) plus `extra` (tests mount probes

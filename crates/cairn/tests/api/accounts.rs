@@ -65,13 +65,7 @@ async fn first_run_needs_the_setup_token_and_creates_exactly_one_owner(backend: 
     );
     assert_eq!(me["display_name"], "Olive Owner");
     assert!(me.get("password_hash").is_none());
-    let ws = app
-        .state
-        .store
-        .setting("workspace")
-        .await
-        .unwrap()
-        .unwrap();
+    let ws = app.state.store.setting("workspace").await.unwrap().unwrap();
     assert_eq!(ws.value.0["name"], json!("Acme"));
     // The token is spent.
     assert!(!app.data_dir.join("setup-token").exists());

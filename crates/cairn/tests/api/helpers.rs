@@ -65,6 +65,20 @@ pub fn redis_url() -> Option<String> {
     url
 }
 
+pub fn s3_url() -> Option<String> {
+    let url = std::env::var("CAIRN_TEST_S3_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if url.is_none() {
+        assert!(
+            std::env::var_os("CAIRN_TEST_REQUIRE_S3").is_none(),
+            "CAIRN_TEST_REQUIRE_S3 is set but CAIRN_TEST_S3_URL is not"
+        );
+        eprintln!("skipped: CAIRN_TEST_S3_URL is not set");
+    }
+    url
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EchoBody {

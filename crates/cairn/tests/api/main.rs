@@ -10,6 +10,7 @@ mod accounts;
 mod admin;
 mod api_keys;
 mod cli;
+mod documents;
 mod health;
 mod http;
 mod invites;

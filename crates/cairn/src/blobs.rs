@@ -1,0 +1,300 @@
+//! Blob storage for uploaded files: a directory under the data directory by default, or any
+//! S3-compatible store, both through `object_store`. Every blob is encrypted before it leaves
+//! the process, with its own random key (stored sealed by the data key in the document's row)
+//! and the STREAM construction over XChaCha20-Poly1305 in 64 KiB segments, so files stream in
+//! and out in bounded memory and any truncation, reordering or tampering fails to open.
+//!
+//! Format: `CAIRNBLOB1` (10 bytes), a 19-byte nonce prefix, then the segments, each the
+//! ciphertext of up to 64 KiB plus a 16-byte tag; the last segment is marked as last.
+
+use std::sync::Arc;
+
+use chacha20poly1305::aead::stream::{DecryptorBE32, EncryptorBE32};
+use chacha20poly1305::aead::KeyInit;
+use chacha20poly1305::{Key, XChaCha20Poly1305};
+use futures::StreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, WriteMultipart};
+
+use crate::config::{Config, StorageBackend};
+
+const MAGIC: &[u8; 10] = b"CAIRNBLOB1";
+const NONCE_PREFIX: usize = 19;
+const SEGMENT: usize = 64 * 1024;
+const TAG: usize = 16;
+/// Parts handed to the store (S3's minimum part size is 5 MiB).
+const PART: usize = 8 * 1024 * 1024;
+/// Parts in flight at once: bounds an upload's memory to about `PART × (this + 1)`.
+const PARTS_IN_FLIGHT: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob storage: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("the blob is corrupt, truncated, or was encrypted with another key")]
+    Corrupt,
+    #[error("the blob is larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("could not draw random bytes")]
+    Random,
+    #[error("blob storage is misconfigured: {0}")]
+    Config(String),
+}
+
+/// A per-file key.
+pub struct FileKey(pub [u8; 32]);
+
+impl FileKey {
+    pub fn generate() -> Result<Self, BlobError> {
+        let mut k = [0u8; 32];
+        getrandom::fill(&mut k).map_err(|_| BlobError::Random)?;
+        Ok(Self(k))
+    }
+}
+
+impl Drop for FileKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+#[derive(Clone)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    /// Where blobs live, for logs and health (no credentials).
+    pub describe: String,
+    local: Option<std::path::PathBuf>,
+}
+
+impl BlobStore {
+    pub fn from_config(config: &Config) -> Result<Self, BlobError> {
+        let s = &config.storage;
+        match s.backend {
+            StorageBackend::Local => {
+                let dir = s
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| config.data_dir.join("blobs"));
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| BlobError::Config(format!("{}: {e}", dir.display())))?;
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)?;
+                Ok(Self {
+                    store: Arc::new(fs),
+                    describe: format!("local directory {}", dir.display()),
+                    local: Some(dir),
+                })
+            }
+            StorageBackend::S3 => {
+                let bucket = s.s3_bucket.as_deref().ok_or_else(|| {
+                    BlobError::Config(
+                        "storage.s3_bucket is required with storage.backend = \"s3\"".into(),
+                    )
+                })?;
+                let mut b = object_store::aws::AmazonS3Builder::new()
+                    .with_bucket_name(bucket)
+                    .with_region(&s.s3_region)
+                    .with_allow_http(s.s3_allow_http);
+                if let Some(endpoint) = &s.s3_endpoint {
+                    b = b.with_endpoint(endpoint);
+                }
+                if let Some(id) = &s.s3_access_key_id {
+                    b = b.with_access_key_id(id);
+                }
+                if let Some(secret) = &s.s3_secret_access_key {
+                    b = b.with_secret_access_key(secret.expose());
+                }
+                Ok(Self {
+                    local: None,
+                    store: Arc::new(b.build()?),
+                    describe: format!(
+                        "S3 bucket {bucket}{}",
+                        s.s3_endpoint
+                            .as_deref()
+                            .map(|e| format!(" at {e}"))
+                            .unwrap_or_default()
+                    ),
+                })
+            }
+        }
+    }
+
+    /// The directory of a local store.
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        self.local.as_deref()
+    }
+
+    /// Start writing an encrypted blob under `key`.
+    pub async fn writer(&self, key: &str, file_key: &FileKey) -> Result<BlobWriter, BlobError> {
+        let mut nonce = [0u8; NONCE_PREFIX];
+        getrandom::fill(&mut nonce).map_err(|_| BlobError::Random)?;
+        let cipher = XChaCha20Poly1305::new(Key::from_slice(&file_key.0));
+        let upload = self.store.put_multipart(&StorePath::from(key)).await?;
+        let mut upload = WriteMultipart::new_with_chunk_size(upload, PART);
+        let mut header = MAGIC.to_vec();
+        header.extend_from_slice(&nonce);
+        upload.write(&header);
+        Ok(BlobWriter {
+            upload,
+            encryptor: Some(EncryptorBE32::from_aead(cipher, nonce.as_ref().into())),
+            pending: Vec::with_capacity(SEGMENT),
+            plaintext_bytes: 0,
+        })
+    }
+
+    /// Read and decrypt a whole blob, refusing one whose plaintext exceeds `max_bytes`.
+    pub async fn read_all(
+        &self,
+        key: &str,
+        file_key: &FileKey,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, BlobError> {
+        let mut stream = self.store.get(&StorePath::from(key)).await?.into_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut out: Vec<u8> = Vec::new();
+        let mut decryptor: Option<DecryptorBE32<XChaCha20Poly1305>> = None;
+        let header = MAGIC.len() + NONCE_PREFIX;
+        while let Some(chunk) = stream.next().await {
+            buf.extend_from_slice(&chunk?);
+            if decryptor.is_none() {
+                if buf.len() < header {
+                    continue;
+                }
+                if &buf[..MAGIC.len()] != MAGIC {
+                    return Err(BlobError::Corrupt);
+                }
+                let cipher = XChaCha20Poly1305::new(Key::from_slice(&file_key.0));
+                decryptor = Some(DecryptorBE32::from_aead(
+                    cipher,
+                    buf[MAGIC.len()..header].into(),
+                ));
+                buf.drain(..header);
+            }
+            // Keep at least one whole segment back: only the end tells which one is last.
+            let mut start = 0;
+            while buf.len() - start > SEGMENT + TAG {
+                let Some(d) = decryptor.as_mut() else {
+                    return Err(BlobError::Corrupt);
+                };
+                let plain = d
+                    .decrypt_next(&buf[start..start + SEGMENT + TAG])
+                    .map_err(|_| BlobError::Corrupt)?;
+                out.extend_from_slice(&plain);
+                if out.len() as u64 > max_bytes {
+                    return Err(BlobError::TooLarge(max_bytes));
+                }
+                start += SEGMENT + TAG;
+            }
+            buf.drain(..start);
+        }
+        let d = decryptor.ok_or(BlobError::Corrupt)?;
+        let plain = d.decrypt_last(&buf[..]).map_err(|_| BlobError::Corrupt)?;
+        out.extend_from_slice(&plain);
+        if out.len() as u64 > max_bytes {
+            return Err(BlobError::TooLarge(max_bytes));
+        }
+        Ok(out)
+    }
+
+    /// Remove a blob; one already gone is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        match self.store.delete(&StorePath::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Keys under `prefix` with their last-modified time (for the orphan sweep).
+    pub async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>, BlobError> {
+        let mut out = Vec::new();
+        let mut stream = self.store.list(Some(&StorePath::from(prefix)));
+        while let Some(meta) = stream.next().await {
+            let meta = meta?;
+            out.push((meta.location.to_string(), meta.last_modified));
+        }
+        Ok(out)
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool, BlobError> {
+        match self.store.head(&StorePath::from(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// An encrypted blob being written. Drop without [`finish`](Self::finish) and nothing is
+/// stored (call [`abort`](Self::abort) to release the store's partial upload at once).
+pub struct BlobWriter {
+    upload: WriteMultipart,
+    encryptor: Option<EncryptorBE32<XChaCha20Poly1305>>,
+    pending: Vec<u8>,
+    plaintext_bytes: u64,
+}
+
+impl BlobWriter {
+    /// Encrypt and send `data`, waiting when too many parts are in flight.
+    pub async fn write(&mut self, mut data: &[u8]) -> Result<(), BlobError> {
+        self.plaintext_bytes += data.len() as u64;
+        while !data.is_empty() {
+            // A full pending segment is sealed only once more data follows it (the last
+            // segment is sealed differently, in `finish`).
+            if self.pending.len() == SEGMENT {
+                let e = self.encryptor.as_mut().ok_or(BlobError::Corrupt)?;
+                let sealed = e
+                    .encrypt_next(&self.pending[..])
+                    .map_err(|_| BlobError::Corrupt)?;
+                self.upload.write(&sealed);
+                self.pending.clear();
+                self.upload.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+            }
+            let take = (SEGMENT - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+        Ok(())
+    }
+
+    pub fn plaintext_bytes(&self) -> u64 {
+        self.plaintext_bytes
+    }
+
+    pub async fn finish(mut self) -> Result<(), BlobError> {
+        let e = self.encryptor.take().ok_or(BlobError::Corrupt)?;
+        let sealed = e
+            .encrypt_last(&self.pending[..])
+            .map_err(|_| BlobError::Corrupt)?;
+        self.upload.write(&sealed);
+        self.upload.finish().await?;
+        Ok(())
+    }
+
+    pub async fn abort(self) {
+        if let Err(e) = self.upload.abort().await {
+            tracing::warn!(error = %e, "could not abort a partial blob upload");
+        }
+    }
+}
+
+/// Convenience for tests and small blobs: write `data` whole.
+pub async fn put_all(
+    store: &BlobStore,
+    key: &str,
+    file_key: &FileKey,
+    data: &[u8],
+) -> Result<(), BlobError> {
+    let mut w = store.writer(key, file_key).await?;
+    for piece in data.chunks(SEGMENT) {
+        w.write(piece).await?;
+    }
+    w.finish().await
+}
+
+/// Bytes as stored for `n` plaintext bytes (for tests of the format).
+pub fn stored_len(n: u64) -> u64 {
+    let segments = n.div_ceil(SEGMENT as u64).max(1);
+    (MAGIC.len() + NONCE_PREFIX) as u64 + n + segments * TAG as u64
+}

@@ -1,0 +1,294 @@
+//! Queue workers and the sweeps that keep the queue and storage tidy.
+//!
+//! A worker claims one job at a time, heartbeats while it runs (extending its lease and
+//! noticing cancellation), and completes, retries or fails it. The watchdog re-queues jobs whose
+//! worker vanished. Maintenance purges deleted documents past their retention (blob first, then
+//! row), removes blobs no document refers to, and clears upload leftovers.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_store::documents::DocumentRow;
+use cairn_store::jobs::JobRow;
+use cairn_store::{Id, Timestamp};
+use tokio::task::JoinSet;
+
+use super::ingest::{self, Outcome};
+use crate::app::AppState;
+
+/// How long an idle worker waits before looking at the queue again (jobs enqueued by this
+/// process wake it at once).
+const IDLE_POLL: Duration = Duration::from_millis(500);
+const WATCHDOG_EVERY: Duration = Duration::from_secs(15);
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
+/// Blobs without a document, and upload leftovers, younger than this are left alone (an upload
+/// may still be in flight).
+const ORPHAN_AGE: Duration = Duration::from_secs(3600);
+/// Finished jobs are kept this long for inspection.
+const JOB_HISTORY: Duration = Duration::from_secs(7 * 86_400);
+
+/// Start `n` workers plus the watchdog and maintenance loops; abort the set to stop them.
+pub fn spawn(state: &AppState, workers: usize) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    let host = hostname();
+    for i in 0..workers {
+        let name = format!("{host}:{}:{i}", std::process::id());
+        set.spawn(work(state.clone(), name));
+    }
+    set.spawn(watchdog(state.clone()));
+    set.spawn(maintenance(state.clone()));
+    set
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "cairn".into())
+}
+
+async fn work(state: AppState, name: String) {
+    loop {
+        match state.store.claim_job(&name, &[super::INGEST_JOB]).await {
+            Ok(Some(job)) => run_job(&state, &name, job).await,
+            Ok(None) => {
+                let _ = tokio::time::timeout(IDLE_POLL, state.jobs_ready.notified()).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not claim a job");
+                tokio::time::sleep(IDLE_POLL * 4).await;
+            }
+        }
+    }
+}
+
+/// Run one claimed job to its end, heartbeating meanwhile.
+pub async fn run_job(state: &AppState, worker: &str, job: JobRow) {
+    let alive = Arc::new(AtomicBool::new(true));
+    let beat = {
+        let state = state.clone();
+        let worker = worker.to_owned();
+        let alive = alive.clone();
+        let every = Duration::from_secs(u64::try_from(job.timeout_secs).unwrap_or(300).max(3) / 3);
+        let id = job.id;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match state.store.heartbeat_job(id, &worker, None).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        alive.store(false, Ordering::Release);
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "job heartbeat failed"),
+                }
+            }
+        })
+    };
+    let document = job
+        .payload
+        .0
+        .get("document_id")
+        .and_then(|v| v.as_str())
+        .and_then(|s| s.parse::<Id>().ok());
+    let still = {
+        let alive = alive.clone();
+        move || alive.load(Ordering::Acquire)
+    };
+    let result = match document {
+        Some(id) => ingest::run(state, id, &still).await,
+        None => Ok(Outcome::Rejected {
+            code: "bad_job",
+            message: "the job names no document".into(),
+        }),
+    };
+    beat.abort();
+    let store = &state.store;
+    let outcome = match result {
+        Ok(Outcome::Done) => store.complete_job(job.id, worker).await.map(|_| ()),
+        Ok(Outcome::Rejected { code, message }) => {
+            tracing::info!(job = %job.id, code, "document rejected: {message}");
+            store
+                .fail_job(job.id, worker, &format!("{code}: {message}"), None)
+                .await
+                .map(|_| ())
+        }
+        Err(e) => {
+            let retry_at = Timestamp::now()
+                .plus_millis(i64::try_from(ingest::backoff(job.attempts).as_millis()).unwrap_or(0));
+            tracing::warn!(job = %job.id, attempt = job.attempts, error = %e, "ingestion attempt failed");
+            match store.fail_job(job.id, worker, &e.0, Some(retry_at)).await {
+                Ok(Some(j)) if j.status == "failed" => {
+                    if let Some(id) = document {
+                        let _ = store
+                            .fail_document(
+                                id,
+                                "ingest_failed",
+                                &format!("Gave up after {} attempts: {}", j.attempts, e.0),
+                            )
+                            .await;
+                    }
+                    Ok(())
+                }
+                Ok(_) => {
+                    if let Some(id) = document {
+                        let _ = store.set_document_stage(id, "queued", (0, 0)).await;
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(job = %job.id, error = %e, "could not record a job's end; the watchdog will");
+    }
+}
+
+async fn watchdog(state: AppState) {
+    let mut every = tokio::time::interval(WATCHDOG_EVERY);
+    loop {
+        every.tick().await;
+        sweep_once(&state).await;
+    }
+}
+
+/// Re-queue jobs whose lease ran out; fail the documents of those out of attempts.
+pub async fn sweep_once(state: &AppState) {
+    match state.store.sweep_expired_jobs().await {
+        Ok(swept) => {
+            if swept.requeued > 0 {
+                tracing::warn!(
+                    jobs = swept.requeued,
+                    "re-queued jobs whose worker stopped heartbeating"
+                );
+                state.jobs_ready.notify_waiters();
+            }
+            for job in swept.failed {
+                if let Some(id) = job.subject.as_deref().and_then(|s| s.parse::<Id>().ok()) {
+                    let _ = state
+                        .store
+                        .fail_document(
+                            id,
+                            "timed_out",
+                            "Ingestion stopped responding too many times.",
+                        )
+                        .await;
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "the job watchdog could not run"),
+    }
+}
+
+async fn maintenance(state: AppState) {
+    let mut every = tokio::time::interval(MAINTENANCE_EVERY);
+    loop {
+        every.tick().await;
+        maintain_once(&state).await;
+    }
+}
+
+/// One round of maintenance: purge, orphan blobs, upload leftovers, old jobs.
+pub async fn maintain_once(state: &AppState) {
+    let cutoff = match state.config.ingest.deleted_retention {
+        Some(keep) => Timestamp::now().plus_millis(-i64::try_from(keep.as_millis()).unwrap_or(0)),
+        None => Timestamp::now(),
+    };
+    match state.store.documents_due_for_purge(cutoff, 500).await {
+        Ok(due) => {
+            for doc in due {
+                purge_one(state, &doc).await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not list documents to purge"),
+    }
+    if let Err(e) = sweep_orphans(state, ORPHAN_AGE).await {
+        tracing::warn!(error = %e, "could not sweep orphan blobs");
+    }
+    clean_upload_leftovers(state, ORPHAN_AGE);
+    let history =
+        Timestamp::now().plus_millis(-i64::try_from(JOB_HISTORY.as_millis()).unwrap_or(0));
+    if let Err(e) = state.store.prune_jobs(history).await {
+        tracing::warn!(error = %e, "could not prune finished jobs");
+    }
+}
+
+/// Remove a deleted document for good: its blob first, then its row (and chunks), so a crash
+/// in between leaves a row to purge again, never an unknown blob.
+pub async fn purge_one(state: &AppState, doc: &DocumentRow) {
+    if let Err(e) = state.blobs.delete(&doc.blob_key).await {
+        tracing::warn!(error = %e, document = %doc.id, "could not remove a purged document's blob");
+        return;
+    }
+    match state.store.purge_document(doc.id).await {
+        Ok(_) => tracing::debug!(document = %doc.id, "purged a deleted document"),
+        Err(e) => tracing::warn!(error = %e, document = %doc.id, "could not purge a document"),
+    }
+}
+
+/// Blobs under `documents/` that no document row names, older than `min_age` (an upload
+/// interrupted between storing its blob and its row).
+pub async fn sweep_orphans(state: &AppState, min_age: Duration) -> anyhow::Result<usize> {
+    let now = chrono::Utc::now();
+    let mut removed = 0;
+    for (key, modified) in state.blobs.list("documents").await? {
+        let age = now
+            .signed_duration_since(modified)
+            .to_std()
+            .unwrap_or_default();
+        if age < min_age {
+            continue;
+        }
+        let Some(id) = key
+            .strip_prefix("documents/")
+            .and_then(|s| s.parse::<Id>().ok())
+        else {
+            continue;
+        };
+        if state.store.document(id).await?.is_none() {
+            state.blobs.delete(&key).await?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(blobs = removed, "removed blobs no document refers to");
+    }
+    Ok(removed)
+}
+
+/// Partial files a crashed upload left in the local blob directory (`name#n` staging files),
+/// older than `min_age`.
+pub fn clean_upload_leftovers(state: &AppState, min_age: Duration) {
+    let Some(dir) = state.blobs.local_dir() else {
+        return;
+    };
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let staging = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.contains('#'));
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age >= min_age);
+            if staging && old {
+                if let Err(err) = std::fs::remove_file(&path) {
+                    tracing::warn!(error = %err, path = %path.display(), "could not remove an upload leftover");
+                }
+            }
+        }
+    }
+}

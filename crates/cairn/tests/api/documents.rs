@@ -1,0 +1,577 @@
+//! Documents in: collections and sharing, streamed uploads with type detection and limits,
+//! encrypted blobs (local and S3), ingestion through the queue to searchable chunks, bad input,
+//! and deletion that leaves nothing behind.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+pub async fn upload(
+    app: &TestApp,
+    s: &Session,
+    collection: &str,
+    filename: &str,
+    bytes: Vec<u8>,
+) -> reqwest::Response {
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name(filename.to_owned())
+        // The client's claim is ignored: the content decides.
+        .mime_str("application/octet-stream")
+        .unwrap();
+    app.client
+        .post(app.url(&format!("/api/collections/{collection}/documents")))
+        .bearer_auth(&s.access)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Poll the document until its ingestion ends; its final view.
+pub async fn settled(app: &TestApp, s: &Session, id: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let d: Value = app
+            .get_as(&format!("/api/documents/{id}"), s)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if matches!(d["status"].as_str(), Some("ready" | "failed" | "cancelled")) {
+            return d;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "stuck: {d}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn new_collection(app: &TestApp, s: &Session, name: &str) -> String {
+    let resp = app
+        .call(
+            Method::POST,
+            "/api/collections",
+            s,
+            Some(json!({ "name": name })),
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    let c: Value = resp.json().await.unwrap();
+    c["id"].as_str().unwrap().to_owned()
+}
+
+const MARKDOWN: &str = "# Field notes\n\nThe granite cairn marks the northern trail.\n\n## Weather\n\nFog rolls in after noon; carry a compass.\n";
+
+async fn a_document_goes_from_upload_to_searchable_chunks(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.create_owner().await;
+    let ann = app.user_with("ann@example.com", "member", "active").await;
+    let c = new_collection(&app, &ann, "Trail notes").await;
+
+    let resp = upload(&app, &ann, &c, "notes.md", MARKDOWN.as_bytes().to_vec()).await;
+    assert_eq!(resp.status(), 202);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let d: Value = resp.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/api/documents/{}", d["id"].as_str().unwrap())
+    );
+    assert_eq!(d["kind"], "markdown");
+    assert_eq!(d["status"], "queued");
+    assert_eq!(d["size_bytes"], MARKDOWN.len());
+    assert!(d.get("blob_key").is_none() && d.get("sealed_key").is_none());
+    let id = d["id"].as_str().unwrap().to_owned();
+
+    let d = settled(&app, &ann, &id).await;
+    assert_eq!(d["status"], "ready", "{d}");
+    assert!(d["chunk_count"].as_i64().unwrap() >= 1);
+    assert_eq!(d["job"]["status"], "succeeded");
+    let chunks: Value = app
+        .get_as(&format!("/api/documents/{id}/chunks"), &ann)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let all_text: String = chunks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(all_text.contains("granite cairn") && all_text.contains("compass"));
+    assert!(
+        chunks["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["location"]["heading_path"]
+                .to_string()
+                .contains("Field notes")),
+        "{chunks}"
+    );
+    let user = app
+        .state
+        .store
+        .user_by_email("ann@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        app.state
+            .store
+            .keyword_match_count(user.id, "compasses")
+            .await
+            .unwrap()
+            >= 1
+    );
+
+    // The original comes back byte for byte, as an attachment; at rest it is encrypted.
+    let resp = app
+        .get_as(&format!("/api/documents/{id}/content"), &ann)
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment"));
+    assert_eq!(resp.bytes().await.unwrap(), MARKDOWN.as_bytes());
+    if let Some(dir) = app.state.blobs.local_dir() {
+        let stored = std::fs::read(dir.join(format!("documents/{id}"))).unwrap();
+        assert!(
+            !stored.windows(7).any(|w| w == b"granite"),
+            "plaintext at rest"
+        );
+        assert_eq!(
+            stored.len() as u64,
+            cairn::blobs::stored_len(MARKDOWN.len() as u64)
+        );
+    }
+
+    // The same content again: refused, pointing at the original; an idempotent retry gets it.
+    let resp = upload(&app, &ann, &c, "copy.md", MARKDOWN.as_bytes().to_vec()).await;
+    let e = error_body(resp, 409).await;
+    assert_eq!(e["code"], "duplicate_document");
+    assert_eq!(e["details"]["document_id"], id.as_str());
+    let part = reqwest::multipart::Part::bytes(MARKDOWN.as_bytes().to_vec()).file_name("notes.md");
+    let resp = app
+        .client
+        .post(app.url(&format!("/api/collections/{c}/documents")))
+        .bearer_auth(&ann.access)
+        .header("Idempotency-Key", "retry-1")
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["id"], id.as_str());
+}
+
+async fn strangers_and_readers_cannot_reach_what_is_not_theirs(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.create_owner().await;
+    let ann = app.user_with("ann@example.com", "member", "active").await;
+    let bob = app.user_with("bob@example.com", "member", "active").await;
+    let c = new_collection(&app, &ann, "Private").await;
+    let d: Value = upload(
+        &app,
+        &ann,
+        &c,
+        "a.txt",
+        b"secret plans for the summit".to_vec(),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let doc = d["id"].as_str().unwrap().to_owned();
+    settled(&app, &ann, &doc).await;
+
+    // A stranger: 404 everywhere, as if nothing existed; nothing listed.
+    for path in [
+        format!("/api/collections/{c}"),
+        format!("/api/collections/{c}/documents"),
+        format!("/api/documents/{doc}"),
+        format!("/api/documents/{doc}/chunks"),
+        format!("/api/documents/{doc}/content"),
+    ] {
+        assert_eq!(app.get_as(&path, &bob).await.status(), 404, "{path}");
+    }
+    let mine: Value = app
+        .get_as("/api/collections", &bob)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(mine["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["name"] != "Private"));
+    assert_eq!(
+        app.call(Method::DELETE, &format!("/api/documents/{doc}"), &bob, None)
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        upload(&app, &bob, &c, "b.txt", b"intruder".to_vec())
+            .await
+            .status(),
+        404
+    );
+
+    // Shared as viewer: reads, but cannot add or delete (403), nor share onwards.
+    let bob_id = app
+        .state
+        .store
+        .user_by_email("bob@example.com")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let resp = app
+        .call(
+            Method::PUT,
+            &format!("/api/collections/{c}/members/{bob_id}"),
+            &ann,
+            Some(json!({ "role": "viewer" })),
+        )
+        .await;
+    assert_eq!(resp.status(), 204);
+    assert_eq!(
+        app.get_as(&format!("/api/documents/{doc}/content"), &bob)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        upload(&app, &bob, &c, "b.txt", b"hello there".to_vec())
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        app.call(Method::DELETE, &format!("/api/documents/{doc}"), &bob, None)
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        app.call(
+            Method::PUT,
+            &format!("/api/collections/{c}/members/{bob_id}"),
+            &bob,
+            Some(json!({ "role": "owner" })),
+        )
+        .await
+        .status(),
+        403
+    );
+    // The last owner cannot leave.
+    let ann_id = app
+        .state
+        .store
+        .user_by_email("ann@example.com")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let e = error_body(
+        app.call(
+            Method::DELETE,
+            &format!("/api/collections/{c}/members/{ann_id}"),
+            &ann,
+            None,
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert_eq!(e["code"], "last_owner");
+    // A reader's API key with the read scope reads; one without the ingest scope cannot upload.
+    let key = app.api_key(&bob, &["read"]).await;
+    let by_key = Session {
+        session_id: String::new(),
+        access: key,
+        refresh: String::new(),
+    };
+    assert_eq!(
+        app.get_as(&format!("/api/documents/{doc}"), &by_key)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        upload(&app, &by_key, &c, "k.txt", b"by key".to_vec())
+            .await
+            .status(),
+        403
+    );
+}
+
+async fn bad_files_are_refused_or_fail_with_a_reason(backend: Backend) {
+    let app = TestApp::builder(backend)
+        .set("uploads.max_file_bytes", "200000")
+        .set("uploads.user_quota_bytes", "300000")
+        .spawn()
+        .await;
+    app.create_owner().await;
+    let ann = app.user_with("ann@example.com", "member", "active").await;
+    let c = new_collection(&app, &ann, "Bad input").await;
+
+    // An executable renamed .txt, an empty file, invalid UTF-8: refused at upload.
+    let mut elf = b"\x7fELF\x02\x01\x01\x00".to_vec();
+    elf.extend(vec![0u8; 500]);
+    for (name, bytes, status, code) in [
+        ("notes.txt", elf, 415, "unsupported_type"),
+        ("empty.md", Vec::new(), 422, "empty_file"),
+        (
+            "latin1.txt",
+            b"caf\xe9 cr\xe8me \xff\xfe".to_vec(),
+            415,
+            "unsupported_type",
+        ),
+    ] {
+        let e = error_body(upload(&app, &ann, &c, name, bytes).await, status).await;
+        assert_eq!(e["code"], code, "{name}: {e}");
+    }
+    // Too large: refused while streaming, with the limit; nothing stored.
+    let e = error_body(
+        upload(&app, &ann, &c, "big.txt", vec![b'a'; 250_000]).await,
+        413,
+    )
+    .await;
+    assert_eq!(e["code"], "file_too_large");
+    assert_eq!(e["details"]["limit_bytes"], 200_000);
+    // Quota: the second upload would pass 300,000 bytes.
+    let first = upload(&app, &ann, &c, "one.txt", vec![b'b'; 190_000]).await;
+    assert_eq!(first.status(), 202);
+    let e = error_body(
+        upload(&app, &ann, &c, "two.txt", vec![b'c'; 190_000]).await,
+        413,
+    )
+    .await;
+    assert_eq!(e["code"], "quota_exceeded");
+    // Not multipart, or no file field.
+    let resp = app
+        .client
+        .post(app.url(&format!("/api/collections/{c}/documents")))
+        .bearer_auth(&ann.access)
+        .json(&json!({ "file": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = app
+        .client
+        .post(app.url(&format!("/api/collections/{c}/documents")))
+        .bearer_auth(&ann.access)
+        .multipart(reqwest::multipart::Form::new().text("other", "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_body(resp, 400).await["code"], "missing_file");
+    // A truncated PDF passes the type check but fails ingestion with a reason.
+    let pdf =
+        b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n2 0 obj\n<< /Type /Pa"
+            .to_vec();
+    let resp = upload(&app, &ann, &c, "broken.pdf", pdf).await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let d = settled(&app, &ann, &id).await;
+    assert_eq!(d["status"], "failed", "{d}");
+    assert!(
+        d["error_code"].as_str().is_some_and(|c| !c.is_empty()),
+        "{d}"
+    );
+    assert!(
+        d["error_message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{d}"
+    );
+    // The server is fine and other documents ingest.
+    let ok = upload(
+        &app,
+        &ann,
+        &c,
+        "fine.md",
+        b"# Fine\n\nStill working.".to_vec(),
+    )
+    .await;
+    let id = ok.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(settled(&app, &ann, &id).await["status"], "ready");
+}
+
+async fn deleting_leaves_nothing_behind_and_admins_can_restore(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let owner = app.create_owner().await;
+    let ann = app.user_with("ann@example.com", "member", "active").await;
+    let c = new_collection(&app, &ann, "Short-lived").await;
+    let d: Value = upload(
+        &app,
+        &ann,
+        &c,
+        "gone.md",
+        b"# Gone\n\nephemeral words".to_vec(),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = d["id"].as_str().unwrap().to_owned();
+    settled(&app, &ann, &id).await;
+    let doc_id: cairn_store::Id = id.parse().unwrap();
+    assert!(app.state.store.index_rows_of(doc_id).await.unwrap().0 >= 1);
+
+    let resp = app
+        .call(Method::DELETE, &format!("/api/documents/{id}"), &ann, None)
+        .await;
+    assert_eq!(resp.status(), 204);
+    assert_eq!(
+        app.get_as(&format!("/api/documents/{id}"), &ann)
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(app.state.store.index_rows_of(doc_id).await.unwrap(), (0, 0));
+    let user = app
+        .state
+        .store
+        .user_by_email("ann@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        app.state
+            .store
+            .keyword_match_count(user.id, "ephemeral")
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Admins see it among the deleted and can restore it; it is ingested again.
+    let deleted: Value = app
+        .get_as("/api/deleted-documents", &owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deleted["items"][0]["id"], id.as_str());
+    let resp = app
+        .call(
+            Method::POST,
+            &format!("/api/documents/{id}/restore"),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 202);
+    assert_eq!(settled(&app, &ann, &id).await["status"], "ready");
+
+    // Deleted again and purged: the blob, the row, the chunks and index rows are all gone.
+    app.call(Method::DELETE, &format!("/api/documents/{id}"), &ann, None)
+        .await;
+    let row = app.state.store.document(doc_id).await.unwrap().unwrap();
+    cairn::documents::worker::purge_one(&app.state, &row).await;
+    assert!(app.state.store.document(doc_id).await.unwrap().is_none());
+    assert!(!app.state.blobs.exists(&row.blob_key).await.unwrap());
+    assert_eq!(app.state.store.index_rows_of(doc_id).await.unwrap(), (0, 0));
+
+    // An orphan blob (an upload interrupted before its row was written) is swept.
+    let orphan = format!("documents/{}", cairn_store::Id::new());
+    let key = cairn::blobs::FileKey::generate().unwrap();
+    cairn::blobs::put_all(&app.state.blobs, &orphan, &key, b"orphan")
+        .await
+        .unwrap();
+    let removed = cairn::documents::worker::sweep_orphans(&app.state, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    assert!(!app.state.blobs.exists(&orphan).await.unwrap());
+}
+
+on_both_backends!(
+    a_document_goes_from_upload_to_searchable_chunks,
+    strangers_and_readers_cannot_reach_what_is_not_theirs,
+    bad_files_are_refused_or_fail_with_a_reason,
+    deleting_leaves_nothing_behind_and_admins_can_restore,
+);
+
+/// The S3 path against a real S3-compatible server (moto).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_live_encrypted_in_an_s3_bucket() {
+    let Some(s3) = s3_url() else { return };
+    let bucket = format!("cairn-{}", uuid::Uuid::now_v7().simple());
+    let resp = reqwest::Client::new()
+        .put(format!("{s3}/{bucket}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let app = TestApp::builder(Backend::Sqlite)
+        .set("storage.backend", "s3")
+        .set("storage.s3_bucket", &bucket)
+        .set("storage.s3_endpoint", &s3)
+        .set("storage.s3_allow_http", "true")
+        .set("storage.s3_access_key_id", "cairn-test")
+        .set(
+            "storage.s3_secret_access_key",
+            "cairn-test-secret-key-0123456789",
+        )
+        .spawn()
+        .await;
+    app.create_owner().await;
+    let ann = app.user_with("ann@example.com", "member", "active").await;
+    let c = new_collection(&app, &ann, "In the bucket").await;
+    // Several segments and more than one multipart part's worth of segments.
+    let text: String = (0..40_000)
+        .map(|i| format!("Line {i}: the cairn stands on the ridge.\n"))
+        .collect();
+    let resp = upload(&app, &ann, &c, "ridge.txt", text.clone().into_bytes()).await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(settled(&app, &ann, &id).await["status"], "ready");
+    // The object in the bucket is ciphertext.
+    let raw = reqwest::Client::new()
+        .get(format!("{s3}/{bucket}/documents/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(raw.starts_with(b"CAIRNBLOB1"));
+    assert!(!raw.windows(5).any(|w| w == b"cairn"));
+    let back = app
+        .get_as(&format!("/api/documents/{id}/content"), &ann)
+        .await;
+    assert_eq!(back.bytes().await.unwrap(), text.as_bytes());
+    // Deleting purges the object.
+    app.call(Method::DELETE, &format!("/api/documents/{id}"), &ann, None)
+        .await;
+    let row = app
+        .state
+        .store
+        .document(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    cairn::documents::worker::purge_one(&app.state, &row).await;
+    let gone = reqwest::Client::new()
+        .get(format!("{s3}/{bucket}/documents/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+}
