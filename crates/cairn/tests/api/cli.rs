@@ -417,3 +417,72 @@ fn admin_create_makes_the_owner_then_admins_and_reset_password_ends_sessions() {
     // The setup token is gone once an owner exists.
     assert!(!tmp.path().join("cairn-data/setup-token").exists());
 }
+
+#[test]
+fn import_brings_folders_in_and_a_second_run_skips_what_is_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fast = [
+        "--set",
+        "auth.argon2_memory_kib=1024",
+        "--set",
+        "auth.argon2_iterations=1",
+    ];
+    let (code, _, err) = with_stdin(
+        cairn(tmp.path()).args(fast).args([
+            "admin",
+            "create",
+            "--email",
+            "owner@example.com",
+            "--password-stdin",
+        ]),
+        "correct horse battery staple\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(docs.join("meetings")).unwrap();
+    std::fs::create_dir_all(docs.join(".git")).unwrap();
+    std::fs::write(
+        docs.join("readme.md"),
+        "# Readme\n\nHow the trail is kept.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        docs.join("meetings/standup.vtt"),
+        "WEBVTT\n\n00:00:01.000 --> 00:00:04.000\n<v Ada>We cleared the north trail.\n\n00:00:05.000 --> 00:00:07.500\n<v Ben>Good, the cairns are up.\n",
+    )
+    .unwrap();
+    std::fs::write(docs.join(".git/config"), "ignored").unwrap();
+    let mut elf = b"\x7fELF\x02\x01\x01\x00".to_vec();
+    elf.resize(300, 0);
+    std::fs::write(docs.join("tool.txt"), elf).unwrap();
+    let data = tmp.path().join("cairn-data");
+    let import = || {
+        run(cairn(tmp.path())
+            .args(["--data-dir"])
+            .arg(&data)
+            .args([
+                "--set",
+                "uploads.profile=all",
+                "import",
+                "--collection",
+                "Handbook",
+            ])
+            .arg(&docs))
+    };
+    let (code, out, err) = import();
+    // The binary masquerading as text is refused (exit 1), the rest ingested.
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("2 new, 0 already in \"Handbook\", 1 refused"),
+        "{out}"
+    );
+    assert!(out.contains("tool.txt"), "{out}");
+    assert!(out.contains("2 ingested, 0 failed"), "{out}");
+    std::fs::remove_file(docs.join("tool.txt")).unwrap();
+    let (code, out, err) = import();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("0 new, 2 already in \"Handbook\", 0 refused"),
+        "{out}"
+    );
+}

@@ -575,3 +575,234 @@ async fn blobs_live_encrypted_in_an_s3_bucket() {
         .unwrap();
     assert_eq!(gone.status(), 404);
 }
+
+/// A worker that dies mid-job loses its lease; the watchdog re-queues the job, another worker
+/// finishes it, and the document ends with exactly one set of chunks.
+async fn a_crashed_worker_never_loses_or_duplicates_a_document(backend: Backend) {
+    let app = TestApp::builder(backend)
+        .set("ingest.workers", "0")
+        .set("ingest.job_timeout_secs", "1")
+        .spawn()
+        .await;
+    app.create_owner().await;
+    let ann = app.user_with("ann@example.com", "member", "active").await;
+    let c = new_collection(&app, &ann, "Crash").await;
+    let text: String = (0..3000)
+        .map(|i| format!("Sentence {i} about cairns. "))
+        .collect();
+    let resp = upload(&app, &ann, &c, "long.txt", text.into_bytes()).await;
+    let id: cairn_store::Id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let store = &app.state.store;
+
+    // A worker claims the job, starts, and vanishes.
+    let job = store
+        .claim_job("doomed", &["ingest"])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store
+        .set_document_stage(id, "parsing", (0, 0))
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    cairn::documents::worker::sweep_once(&app.state).await;
+    assert_eq!(store.job(job.id).await.unwrap().unwrap().status, "queued");
+
+    // Another worker takes it over and finishes.
+    let again = store
+        .claim_job("survivor", &["ingest"])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.id, again.attempts), (job.id, 2));
+    cairn::documents::worker::run_job(&app.state, "survivor", again).await;
+    let d = store.document(id).await.unwrap().unwrap();
+    assert_eq!(d.status, "ready");
+    let (rows, indexed) = store.index_rows_of(id).await.unwrap();
+    assert_eq!((rows, indexed), (d.chunk_count, d.chunk_count));
+    // The vanished worker's late completion is not honoured; running the step again (as a
+    // retry would) leaves the same single set of chunks.
+    assert!(!store.complete_job(job.id, "doomed").await.unwrap());
+    store
+        .requeue_document(id, &cairn::documents::ingest_job(&app.state.config, id))
+        .await
+        .unwrap();
+    let third = store
+        .claim_job("survivor", &["ingest"])
+        .await
+        .unwrap()
+        .unwrap();
+    cairn::documents::worker::run_job(&app.state, "survivor", third).await;
+    assert_eq!(store.index_rows_of(id).await.unwrap(), (rows, indexed));
+}
+
+async fn ingestion_can_be_cancelled_retried_and_reprocessed(backend: Backend) {
+    let app = TestApp::builder(backend)
+        .set("ingest.workers", "0")
+        .spawn()
+        .await;
+    let owner = app.create_owner().await;
+    let ann = app.user_with("ann@example.com", "member", "active").await;
+    let c = new_collection(&app, &ann, "Queue").await;
+    let resp = upload(&app, &ann, &c, "q.md", b"# Q\n\nQueued words.".to_vec()).await;
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Cancel while queued: no worker will pick it up.
+    let resp = app
+        .call(
+            Method::POST,
+            &format!("/api/documents/{id}/cancel"),
+            &ann,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let d: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (d["status"].as_str(), d["job"]["status"].as_str()),
+        (Some("cancelled"), Some("cancelled"))
+    );
+    assert!(app
+        .state
+        .store
+        .claim_job("w", &["ingest"])
+        .await
+        .unwrap()
+        .is_none());
+    let e = error_body(
+        app.call(
+            Method::POST,
+            &format!("/api/documents/{id}/cancel"),
+            &ann,
+            None,
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert_eq!(e["code"], "invalid_state");
+
+    // Retry: queued again with a fresh job, which a worker completes.
+    let resp = app
+        .call(
+            Method::POST,
+            &format!("/api/documents/{id}/retry"),
+            &ann,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 202);
+    let job = app
+        .state
+        .store
+        .claim_job("w", &["ingest"])
+        .await
+        .unwrap()
+        .unwrap();
+    cairn::documents::worker::run_job(&app.state, "w", job).await;
+    assert_eq!(settled(&app, &ann, &id).await["status"], "ready");
+    let e = error_body(
+        app.call(
+            Method::POST,
+            &format!("/api/documents/{id}/retry"),
+            &ann,
+            None,
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert_eq!(e["code"], "invalid_state");
+
+    // Reprocess everything (admins): every live document goes through again.
+    let resp = app
+        .call(Method::POST, "/api/documents/reprocess", &owner, None)
+        .await;
+    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.json::<Value>().await.unwrap()["queued"], 1);
+    let job = app
+        .state
+        .store
+        .claim_job("w", &["ingest"])
+        .await
+        .unwrap()
+        .unwrap();
+    cairn::documents::worker::run_job(&app.state, "w", job).await;
+    assert_eq!(settled(&app, &ann, &id).await["status"], "ready");
+    let counts: Value = app.get_as("/api/jobs", &owner).await.json().await.unwrap();
+    assert!(counts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["status"] == "succeeded"));
+}
+
+async fn office_files_and_transcripts_keep_their_structure(backend: Backend) {
+    let app = TestApp::builder(backend)
+        .set("uploads.profile", "all")
+        .spawn()
+        .await;
+    app.create_owner().await;
+    let ann = app.user_with("ann@example.com", "member", "active").await;
+    let c = new_collection(&app, &ann, "Mixed").await;
+    let vtt = "WEBVTT\n\n00:00:01.000 --> 00:00:04.000\n<v Ada>The bridge is out.\n\n00:01:05.000 --> 00:01:09.000\n<v Ben>We will reroute by the cairn.\n";
+    let id = upload(&app, &ann, &c, "meeting.vtt", vtt.as_bytes().to_vec())
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(settled(&app, &ann, &id).await["status"], "ready");
+    let chunks: Value = app
+        .get_as(&format!("/api/documents/{id}/chunks"), &ann)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let loc = &chunks["items"][0]["location"];
+    assert_eq!(loc["start_ms"], 1000, "{chunks}");
+    assert!(loc["speakers"].to_string().contains("Ada"), "{chunks}");
+
+    // A DOCX zip bomb passes the type check (it is a zip) and fails ingestion, clearly.
+    let bomb = {
+        use std::io::Write;
+        let mut buf = std::io::Cursor::new(Vec::new());
+        let mut zip = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("[Content_Types].xml", opts).unwrap();
+        zip.write_all(br#"<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>"#).unwrap();
+        zip.start_file("word/document.xml", opts).unwrap();
+        let zeros = vec![b' '; 1 << 20];
+        for _ in 0..300 {
+            zip.write_all(&zeros).unwrap();
+        }
+        zip.finish().unwrap();
+        buf.into_inner()
+    };
+    assert!(bomb.len() < 2_000_000, "{}", bomb.len());
+    let resp = upload(&app, &ann, &c, "report.docx", bomb).await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let d = settled(&app, &ann, &id).await;
+    assert_eq!(d["status"], "failed", "{d}");
+    assert_eq!(d["error_code"], "zip_bomb", "{d}");
+}
+
+on_both_backends!(
+    a_crashed_worker_never_loses_or_duplicates_a_document,
+    ingestion_can_be_cancelled_retried_and_reprocessed,
+    office_files_and_transcripts_keep_their_structure,
+);
