@@ -14,10 +14,10 @@ use serde_json::json;
 use crate::load;
 use crate::server::Server;
 
-const EMAIL: &str = "bench@example.com";
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const EMAIL: &str = "bench@example.com";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
-fn create_owner(binary: &Path, data: &Path) -> anyhow::Result<()> {
+pub(crate) fn create_owner(binary: &Path, data: &Path) -> anyhow::Result<()> {
     let mut child = Command::new(binary)
         .args([
             "admin",
@@ -41,7 +41,7 @@ fn create_owner(binary: &Path, data: &Path) -> anyhow::Result<()> {
 }
 
 /// One blocking request; the response body.
-fn request(addr: SocketAddr, bytes: &[u8]) -> anyhow::Result<String> {
+pub(crate) fn request(addr: SocketAddr, bytes: &[u8]) -> anyhow::Result<String> {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(addr)?;
     s.write_all(bytes)?;

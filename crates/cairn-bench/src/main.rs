@@ -6,6 +6,7 @@
 //! `cargo build --release -p cairn && cargo run --release -p cairn-bench`
 
 mod accounts;
+mod documents;
 mod load;
 mod server;
 
@@ -37,7 +38,7 @@ struct Args {
     /// Cold starts to time (the median is reported).
     #[arg(long, default_value_t = 15)]
     starts: usize,
-    /// Which measurements: chassis, accounts, or all.
+    /// Which measurements: chassis, accounts, documents, or all.
     #[arg(long, default_value = "all")]
     only: String,
 }
@@ -69,6 +70,12 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
+    if args.only == "documents" || args.only == "all" {
+        documents::run(&runtime, &binary, &args.json)?;
+        if args.only == "documents" {
+            return Ok(());
+        }
+    }
     if args.only == "accounts" || args.only == "all" {
         accounts::run(
             &runtime,

@@ -88,8 +88,17 @@ impl Server {
     }
 
     pub fn rss_bytes(&self) -> Option<u64> {
+        self.status_kb("VmRSS:")
+    }
+
+    /// The most resident memory the process has used since it started.
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        self.status_kb("VmHWM:")
+    }
+
+    fn status_kb(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
         let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb * 1024)
     }

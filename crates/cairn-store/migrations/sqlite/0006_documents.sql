@@ -81,6 +81,9 @@ CREATE VIRTUAL TABLE chunks_fts USING fts5(
     text, content = 'chunks', content_rowid = 'seq',
     tokenize = 'porter unicode61 remove_diacritics 2'
 );
+-- Merge index segments less eagerly than the default (4): ingestion writes whole documents at
+-- a time, and the maintenance sweep merges in the background.
+INSERT INTO chunks_fts (chunks_fts, rank) VALUES ('automerge', 8);
 CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN
     INSERT INTO chunks_fts (rowid, text) VALUES (new.seq, new.text);
 END;

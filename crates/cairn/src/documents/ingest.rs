@@ -55,6 +55,8 @@ struct Extracted {
     kind: Kind,
     title: Option<String>,
     chunks: Vec<chunk::Chunk>,
+    parse_ms: u128,
+    chunk_ms: u128,
 }
 
 /// Run one ingestion attempt for `document`. `alive` is polled between stages: false means
@@ -74,6 +76,7 @@ pub async fn run(
     if !store.set_document_stage(doc.id, "parsing", (0, 0)).await? {
         return Ok(Outcome::Done);
     }
+    let started = std::time::Instant::now();
     let key = open_file_key(state, &doc).map_err(|e| Transient(e.to_string()))?;
     let bytes = state
         .blobs
@@ -91,6 +94,7 @@ pub async fn run(
     if !alive() {
         return Ok(Outcome::Done);
     }
+    let read_ms = started.elapsed().as_millis();
 
     let limits = super::limits(&state.config);
     let options = ChunkOptions {
@@ -121,9 +125,12 @@ pub async fn run(
                         .parse::<Kind>()
                         .map_err(|_| ("unsupported_type", format!("unknown kind {declared}")))?
                 };
+                let t = std::time::Instant::now();
                 let parsed = cairn_ingest::parse(kind, &bytes, &limits)
                     .map_err(|e| (e.code(), e.to_string()))?;
+                let parse_ms = t.elapsed().as_millis();
                 let chunks = chunk::chunk(&parsed, &options);
+                let chunk_ms = t.elapsed().as_millis() - parse_ms;
                 if chunks.is_empty() {
                     return Err(("no_text", "The document has no text to index.".into()));
                 }
@@ -131,6 +138,8 @@ pub async fn run(
                     kind,
                     title: parsed.title,
                     chunks,
+                    parse_ms,
+                    chunk_ms,
                 })
             },
         ))
@@ -203,9 +212,16 @@ pub async fn run(
             .set_document_kind(doc.id, extracted.kind.as_str())
             .await?;
     }
+    let t = std::time::Instant::now();
     store
         .store_chunks(doc.id, extracted.title.as_deref(), &rows)
         .await?;
+    tracing::info!(
+        document = %doc.id, kind = extracted.kind.as_str(), bytes = doc.size_bytes,
+        chunks = rows.len(), read_ms, parse_ms = extracted.parse_ms,
+        chunk_ms = extracted.chunk_ms, store_ms = t.elapsed().as_millis(),
+        total_ms = started.elapsed().as_millis(), "document ingested"
+    );
     Ok(Outcome::Done)
 }
 
