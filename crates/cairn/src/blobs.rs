@@ -217,6 +217,11 @@ impl BlobStore {
         Ok(out)
     }
 
+    /// Whether the store answers (one metadata request).
+    pub async fn ping(&self) -> Result<(), BlobError> {
+        self.exists("health/probe").await.map(|_| ())
+    }
+
     pub async fn exists(&self, key: &str) -> Result<bool, BlobError> {
         match self.store.head(&StorePath::from(key)).await {
             Ok(_) => Ok(true),

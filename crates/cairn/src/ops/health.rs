@@ -73,6 +73,10 @@ async fn run_checks(state: &AppState) -> Checks {
         };
         checks.insert("redis", timed(timeout, "redis", ping).await);
     }
+    checks.insert(
+        "storage",
+        timed(timeout, "storage", state.blobs.ping()).await,
+    );
     checks
 }
 

@@ -18,6 +18,7 @@ async fn health_reports_version_uptime_and_a_timed_database_check(backend: Backe
     assert!(body["uptime_secs"].is_u64());
     assert_eq!(body["checks"]["database"]["ok"], true);
     assert!(body["checks"]["database"]["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(body["checks"]["storage"]["ok"], true, "{body}");
     assert!(body["checks"].get("redis").is_none(), "no Redis configured");
 
     let live = app.get("/api/health/live").await;
