@@ -806,3 +806,59 @@ on_both_backends!(
     ingestion_can_be_cancelled_retried_and_reprocessed,
     office_files_and_transcripts_keep_their_structure,
 );
+
+/// `cairn worker` ingests what a server with `ingest.workers = 0` queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_separate_worker_process_ingests_the_queue() {
+    let app = TestApp::builder(Backend::Sqlite)
+        .set("ingest.workers", "0")
+        .spawn()
+        .await;
+    app.create_owner().await;
+    let ann = app.user_with("ann@example.com", "member", "active").await;
+    let c = new_collection(&app, &ann, "Elsewhere").await;
+    let resp = upload(
+        &app,
+        &ann,
+        &c,
+        "w.md",
+        b"# Worker\n\nIngested by another process.".to_vec(),
+    )
+    .await;
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let d: Value = app
+        .get_as(&format!("/api/documents/{id}"), &ann)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["status"], "queued", "nothing ingests in the server");
+
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CAIRN_") || k == "DATABASE_URL" || k == "REDIS_URL" {
+            cmd.env_remove(k);
+        }
+    }
+    let mut worker = cmd
+        .args(["worker", "--workers", "1", "--data-dir"])
+        .arg(&app.data_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let d = settled(&app, &ann, &id).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status();
+    let status = worker.wait().unwrap();
+    assert_eq!(d["status"], "ready", "{d}");
+    assert!(
+        status.success(),
+        "the worker stops cleanly on SIGTERM: {status}"
+    );
+}
