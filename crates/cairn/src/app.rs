@@ -162,7 +162,7 @@ impl Application {
         };
         let pruner = tokio::spawn(prune_audit_daily(state.clone()));
         let feed = crate::auth::standing_feed::start(&state.config, &state.store);
-        let mut workers = crate::documents::worker::spawn(&state, state.config.ingest.workers);
+        let workers = crate::documents::worker::spawn(&state, state.config.ingest.workers);
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -180,7 +180,7 @@ impl Application {
             _ = deadline => tracing::warn!("drain deadline reached; closing remaining connections"),
         }
         pruner.abort();
-        workers.abort_all();
+        workers.stop(&state).await;
         if let Some(feed) = feed {
             feed.abort();
         }

@@ -293,9 +293,9 @@ async fn worker(cli: &Cli, workers: Option<usize>) -> ExitCode {
         }
     };
     tracing::info!(workers = n, "ingestion workers running");
-    let mut set = crate::documents::worker::spawn(&state, n);
+    let workers = crate::documents::worker::spawn(&state, n);
     shutdown_signal().await;
-    set.abort_all();
+    workers.stop(&state).await;
     state.store.db().close().await;
     ExitCode::SUCCESS
 }
@@ -378,7 +378,7 @@ async fn run_import(
     if no_wait || report.queued.is_empty() {
         return Ok(report.refused.is_empty());
     }
-    let mut set = crate::documents::worker::spawn(state, workers);
+    let running = crate::documents::worker::spawn(state, workers);
     let bar = indicatif::ProgressBar::new(report.queued.len() as u64).with_style(
         indicatif::ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {elapsed}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -388,7 +388,7 @@ async fn run_import(
         bar.set_position((done + failed) as u64)
     })
     .await?;
-    set.abort_all();
+    running.stop(state).await;
     bar.finish_and_clear();
     println!("{done} ingested, {failed} failed");
     Ok(failed == 0 && report.refused.is_empty())

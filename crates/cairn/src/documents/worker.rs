@@ -28,17 +28,58 @@ const ORPHAN_AGE: Duration = Duration::from_secs(3600);
 /// Finished jobs are kept this long for inspection.
 const JOB_HISTORY: Duration = Duration::from_secs(7 * 86_400);
 
-/// Start `n` workers plus the watchdog and maintenance loops; abort the set to stop them.
-pub fn spawn(state: &AppState, workers: usize) -> JoinSet<()> {
+/// Jobs this process is running, so stopping can hand them back at once.
+type Running = Arc<std::sync::Mutex<Vec<(Id, String)>>>;
+
+/// The running workers; [`Workers::stop`] ends them.
+pub struct Workers {
+    set: JoinSet<()>,
+    running: Running,
+}
+
+impl Workers {
+    /// Stop every loop and put the jobs they held back in the queue now, rather than when
+    /// their leases run out (their work so far is simply redone).
+    pub async fn stop(mut self, state: &AppState) {
+        self.set.abort_all();
+        while self.set.join_next().await.is_some() {}
+        let held = self
+            .running
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        for (job, worker) in held {
+            match state
+                .store
+                .fail_job(
+                    job,
+                    &worker,
+                    "interrupted: the worker stopped",
+                    Some(Timestamp::now()),
+                )
+                .await
+            {
+                Ok(_) => tracing::info!(%job, "handed an interrupted job back to the queue"),
+                Err(e) => {
+                    tracing::warn!(%job, error = %e, "could not hand a job back; its lease will expire")
+                }
+            }
+        }
+    }
+}
+
+/// Start `n` workers plus the watchdog and maintenance loops.
+pub fn spawn(state: &AppState, workers: usize) -> Workers {
     let mut set = JoinSet::new();
+    let running: Running = Arc::default();
     let host = hostname();
     for i in 0..workers {
         let name = format!("{host}:{}:{i}", std::process::id());
-        set.spawn(work(state.clone(), name));
+        set.spawn(work(state.clone(), name, running.clone()));
     }
     set.spawn(watchdog(state.clone()));
     set.spawn(maintenance(state.clone()));
-    set
+    Workers { set, running }
 }
 
 fn hostname() -> String {
@@ -47,10 +88,19 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "cairn".into())
 }
 
-async fn work(state: AppState, name: String) {
+async fn work(state: AppState, name: String, running: Running) {
     loop {
         match state.store.claim_job(&name, &[super::INGEST_JOB]).await {
-            Ok(Some(job)) => run_job(&state, &name, job).await,
+            Ok(Some(job)) => {
+                let id = job.id;
+                if let Ok(mut r) = running.lock() {
+                    r.push((id, name.clone()));
+                }
+                run_job(&state, &name, job).await;
+                if let Ok(mut r) = running.lock() {
+                    r.retain(|(j, _)| *j != id);
+                }
+            }
             Ok(None) => {
                 let _ = tokio::time::timeout(IDLE_POLL, state.jobs_ready.notified()).await;
             }

@@ -40,7 +40,9 @@ pub async fn settled(app: &TestApp, s: &Session, id: &str) -> Value {
             .json()
             .await
             .unwrap();
-        if matches!(d["status"].as_str(), Some("ready" | "failed" | "cancelled")) {
+        // The document's status is final first; its job records the end a moment later.
+        let job_done = !matches!(d["job"]["status"].as_str(), Some("queued" | "running"));
+        if matches!(d["status"].as_str(), Some("ready" | "failed" | "cancelled")) && job_done {
             return d;
         }
         assert!(start.elapsed() < Duration::from_secs(30), "stuck: {d}");
