@@ -108,78 +108,53 @@ pub async fn run(
     };
     let declared = doc.kind.clone();
     let config = state.config.clone();
-    let extract = tokio::task::spawn_blocking(move || {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-            || -> Result<Extracted, (&'static str, String)> {
-                let kind = if declared == super::upload::ZIP_KIND {
-                    let kind = detect::zip_kind(&bytes).map_err(|e| (e.code(), e.to_string()))?;
-                    if !super::allowed(&config, kind) {
-                        return Err((
-                            "type_not_allowed",
-                            format!("This workspace does not accept {} files.", kind.as_str()),
-                        ));
-                    }
-                    kind
-                } else {
-                    declared
-                        .parse::<Kind>()
-                        .map_err(|_| ("unsupported_type", format!("unknown kind {declared}")))?
-                };
-                let t = std::time::Instant::now();
-                let parsed = cairn_ingest::parse(kind, &bytes, &limits)
-                    .map_err(|e| (e.code(), e.to_string()))?;
-                let parse_ms = t.elapsed().as_millis();
-                let chunks = chunk::chunk(&parsed, &options);
-                let chunk_ms = t.elapsed().as_millis() - parse_ms;
-                if chunks.is_empty() {
-                    return Err(("no_text", "The document has no text to index.".into()));
-                }
-                Ok(Extracted {
-                    kind,
-                    title: parsed.title,
-                    chunks,
-                    parse_ms,
-                    chunk_ms,
-                })
-            },
-        ))
-    });
     let limit = state.config.ingest.parse_timeout;
-    let extracted = match tokio::time::timeout(limit, extract).await {
-        Err(_) => {
-            // The blocking thread cannot be stopped; it ends on its own and its result is
-            // dropped. The time limit protects the document's status and the queue.
-            return reject(
-                state,
-                doc.id,
-                "parse_timeout",
-                format!(
-                    "Reading the document took longer than {} s.",
-                    limit.as_secs()
-                ),
-            )
-            .await;
+    let parsed = bounded(limit, move || {
+        let kind = if declared == super::upload::ZIP_KIND {
+            let kind = detect::zip_kind(&bytes).map_err(|e| (e.code(), e.to_string()))?;
+            if !super::allowed(&config, kind) {
+                return Err((
+                    "type_not_allowed",
+                    format!("This workspace does not accept {} files.", kind.as_str()),
+                ));
+            }
+            kind
+        } else {
+            declared
+                .parse::<Kind>()
+                .map_err(|_| ("unsupported_type", format!("unknown kind {declared}")))?
+        };
+        let t = std::time::Instant::now();
+        let parsed =
+            cairn_ingest::parse(kind, &bytes, &limits).map_err(|e| (e.code(), e.to_string()))?;
+        Ok((kind, parsed, t.elapsed().as_millis()))
+    })
+    .await;
+    let (kind, parsed, parse_ms) = match parsed {
+        Ok(v) => v,
+        Err((code, message)) => return reject(state, doc.id, code, message).await,
+    };
+    if !alive() || !store.set_document_stage(doc.id, "chunking", (0, 0)).await? {
+        return Ok(Outcome::Done);
+    }
+    let chunked = bounded(limit, move || {
+        let t = std::time::Instant::now();
+        let chunks = chunk::chunk(&parsed, &options);
+        if chunks.is_empty() {
+            return Err(("no_text", "The document has no text to index.".into()));
         }
-        Ok(Err(join)) => {
-            return reject(
-                state,
-                doc.id,
-                "parser_crashed",
-                format!("The parser stopped: {join}"),
-            )
-            .await
-        }
-        Ok(Ok(Err(_panic))) => {
-            return reject(
-                state,
-                doc.id,
-                "parser_crashed",
-                "The parser failed on this document.".into(),
-            )
-            .await
-        }
-        Ok(Ok(Ok(Err((code, message))))) => return reject(state, doc.id, code, message).await,
-        Ok(Ok(Ok(Ok(e)))) => e,
+        Ok(Extracted {
+            kind,
+            title: parsed.title,
+            chunks,
+            parse_ms,
+            chunk_ms: t.elapsed().as_millis(),
+        })
+    })
+    .await;
+    let extracted = match chunked {
+        Ok(v) => v,
+        Err((code, message)) => return reject(state, doc.id, code, message).await,
     };
     if !alive() {
         return Ok(Outcome::Done);
@@ -223,6 +198,34 @@ pub async fn run(
         total_ms = started.elapsed().as_millis(), "document ingested"
     );
     Ok(Outcome::Done)
+}
+
+/// Run `f` on the blocking pool with panics caught and a time limit; a failure as an
+/// `(error_code, message)` for the document.
+async fn bounded<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> Result<T, (&'static str, String)> + Send + 'static,
+) -> Result<T, (&'static str, String)> {
+    let task = tokio::task::spawn_blocking(move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+    });
+    match tokio::time::timeout(limit, task).await {
+        // The blocking thread cannot be stopped; it ends on its own and its result is dropped.
+        // The time limit protects the document's status and the queue.
+        Err(_) => Err((
+            "parse_timeout",
+            format!(
+                "Reading the document took longer than {} s.",
+                limit.as_secs()
+            ),
+        )),
+        Ok(Err(join)) => Err(("parser_crashed", format!("The parser stopped: {join}"))),
+        Ok(Ok(Err(_panic))) => Err((
+            "parser_crashed",
+            "The parser failed on this document.".into(),
+        )),
+        Ok(Ok(Ok(result))) => result,
+    }
 }
 
 async fn reject(
