@@ -84,6 +84,8 @@ pub enum Command {
         #[arg(long, default_value_t = 5, value_name = "SECS")]
         timeout_secs: u64,
     },
+    /// Print the OpenAPI document of the HTTP API (docs/openapi.json is its output).
+    Openapi,
     /// Print the version.
     Version {
         /// As JSON, with the schema versions this binary knows.
@@ -231,6 +233,20 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Secrets(SecretsCommand::Generate { out, force }) => secrets_generate(out, *force),
         Command::Admin(cmd) => admin(&cli, cmd).await,
         Command::Worker { workers } => worker(&cli, *workers).await,
+        Command::Openapi => {
+            let (_, table) = crate::http::api_routes().into_parts();
+            let doc = crate::http::openapi::document(&table);
+            match serde_json::to_string_pretty(&doc) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cairn: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Import {
             paths,
             collection,

@@ -9,6 +9,7 @@ pub mod client_ip;
 pub mod error;
 pub mod json;
 pub mod middleware;
+pub mod openapi;
 pub mod query;
 
 use std::time::Duration;
@@ -140,6 +141,7 @@ pub fn api_routes() -> ApiRoutes {
         .merge(crate::accounts::preferences::routes())
         .merge(crate::accounts::workspace::routes())
         .merge(crate::documents::routes::routes())
+        .merge(openapi::routes())
 }
 
 /// The whole application router: `api` (from [`api_routes`]) plus `extra` (tests mount probes

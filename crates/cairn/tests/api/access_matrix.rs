@@ -108,6 +108,8 @@ const MATRIX: &[(&str, &str, Access, Option<Scope>)] = &[
         None,
     ),
     ("GET", "/api/workspace", Access::SignedIn, Some(Scope::Read)),
+    ("GET", "/api/openapi.json", Access::Public, None),
+    ("GET", "/api/docs", Access::Public, None),
     ("PATCH", "/api/workspace", Access::Admin, Some(Scope::Admin)),
     ("GET", "/api/collections", Access::Member, Some(Scope::Read)),
     (
