@@ -141,6 +141,46 @@ impl BlobStore {
         })
     }
 
+    /// Read and decrypt a blob as a stream of plaintext pieces (a segment at a time), for
+    /// sending a file out without holding it whole. A corrupt or truncated blob ends the
+    /// stream with an error.
+    pub async fn reader(
+        &self,
+        key: &str,
+        file_key: &FileKey,
+    ) -> Result<
+        impl futures::Stream<Item = Result<bytes::Bytes, BlobError>> + Send + 'static,
+        BlobError,
+    > {
+        let inner = self.store.get(&StorePath::from(key)).await?.into_stream();
+        let cipher = XChaCha20Poly1305::new(Key::from_slice(&file_key.0));
+        let state = Decrypting {
+            inner,
+            cipher: Some(cipher),
+            decryptor: None,
+            buf: Vec::new(),
+            finished: false,
+        };
+        Ok(futures::stream::try_unfold(state, |mut st| async move {
+            loop {
+                if st.finished {
+                    return Ok(None);
+                }
+                if let Some(piece) = st.next_segment(false)? {
+                    return Ok(Some((bytes::Bytes::from(piece), st)));
+                }
+                match st.inner.next().await {
+                    Some(chunk) => st.buf.extend_from_slice(&chunk?),
+                    None => {
+                        st.finished = true;
+                        let last = st.next_segment(true)?.unwrap_or_default();
+                        return Ok(Some((bytes::Bytes::from(last), st)));
+                    }
+                }
+            }
+        }))
+    }
+
     /// Read and decrypt a whole blob, refusing one whose plaintext exceeds `max_bytes`.
     pub async fn read_all(
         &self,
@@ -148,49 +188,13 @@ impl BlobStore {
         file_key: &FileKey,
         max_bytes: u64,
     ) -> Result<Vec<u8>, BlobError> {
-        let mut stream = self.store.get(&StorePath::from(key)).await?.into_stream();
-        let mut buf: Vec<u8> = Vec::new();
-        let mut out: Vec<u8> = Vec::new();
-        let mut decryptor: Option<DecryptorBE32<XChaCha20Poly1305>> = None;
-        let header = MAGIC.len() + NONCE_PREFIX;
-        while let Some(chunk) = stream.next().await {
-            buf.extend_from_slice(&chunk?);
-            if decryptor.is_none() {
-                if buf.len() < header {
-                    continue;
-                }
-                if &buf[..MAGIC.len()] != MAGIC {
-                    return Err(BlobError::Corrupt);
-                }
-                let cipher = XChaCha20Poly1305::new(Key::from_slice(&file_key.0));
-                decryptor = Some(DecryptorBE32::from_aead(
-                    cipher,
-                    buf[MAGIC.len()..header].into(),
-                ));
-                buf.drain(..header);
+        let mut stream = Box::pin(self.reader(key, file_key).await?);
+        let mut out = Vec::new();
+        while let Some(piece) = stream.next().await {
+            out.extend_from_slice(&piece?);
+            if out.len() as u64 > max_bytes {
+                return Err(BlobError::TooLarge(max_bytes));
             }
-            // Keep at least one whole segment back: only the end tells which one is last.
-            let mut start = 0;
-            while buf.len() - start > SEGMENT + TAG {
-                let Some(d) = decryptor.as_mut() else {
-                    return Err(BlobError::Corrupt);
-                };
-                let plain = d
-                    .decrypt_next(&buf[start..start + SEGMENT + TAG])
-                    .map_err(|_| BlobError::Corrupt)?;
-                out.extend_from_slice(&plain);
-                if out.len() as u64 > max_bytes {
-                    return Err(BlobError::TooLarge(max_bytes));
-                }
-                start += SEGMENT + TAG;
-            }
-            buf.drain(..start);
-        }
-        let d = decryptor.ok_or(BlobError::Corrupt)?;
-        let plain = d.decrypt_last(&buf[..]).map_err(|_| BlobError::Corrupt)?;
-        out.extend_from_slice(&plain);
-        if out.len() as u64 > max_bytes {
-            return Err(BlobError::TooLarge(max_bytes));
         }
         Ok(out)
     }
@@ -228,6 +232,59 @@ impl BlobStore {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// The state of a streamed decryption.
+struct Decrypting {
+    inner: futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
+    cipher: Option<XChaCha20Poly1305>,
+    decryptor: Option<DecryptorBE32<XChaCha20Poly1305>>,
+    buf: Vec<u8>,
+    finished: bool,
+}
+
+impl Decrypting {
+    /// The next plaintext segment if the buffer holds one that is surely not the last (or, at
+    /// the end, the last one).
+    fn next_segment(&mut self, at_end: bool) -> Result<Option<Vec<u8>>, BlobError> {
+        let header = MAGIC.len() + NONCE_PREFIX;
+        if self.decryptor.is_none() {
+            if self.buf.len() < header {
+                return if at_end {
+                    Err(BlobError::Corrupt)
+                } else {
+                    Ok(None)
+                };
+            }
+            if &self.buf[..MAGIC.len()] != MAGIC {
+                return Err(BlobError::Corrupt);
+            }
+            let cipher = self.cipher.take().ok_or(BlobError::Corrupt)?;
+            self.decryptor = Some(DecryptorBE32::from_aead(
+                cipher,
+                self.buf[MAGIC.len()..header].into(),
+            ));
+            self.buf.drain(..header);
+        }
+        if at_end {
+            let d = self.decryptor.take().ok_or(BlobError::Corrupt)?;
+            let plain = d
+                .decrypt_last(&self.buf[..])
+                .map_err(|_| BlobError::Corrupt)?;
+            self.buf.clear();
+            return Ok(Some(plain));
+        }
+        // Keep at least one whole segment back: only the end tells which one is last.
+        if self.buf.len() <= SEGMENT + TAG {
+            return Ok(None);
+        }
+        let d = self.decryptor.as_mut().ok_or(BlobError::Corrupt)?;
+        let plain = d
+            .decrypt_next(&self.buf[..SEGMENT + TAG])
+            .map_err(|_| BlobError::Corrupt)?;
+        self.buf.drain(..SEGMENT + TAG);
+        Ok(Some(plain))
     }
 }
 
@@ -302,4 +359,106 @@ pub async fn put_all(
 pub fn stored_len(n: u64) -> u64 {
     let segments = n.div_ceil(SEGMENT as u64).max(1);
     (MAGIC.len() + NONCE_PREFIX) as u64 + n + segments * TAG as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(dir: &std::path::Path) -> BlobStore {
+        BlobStore {
+            store: Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap()),
+            describe: "test".into(),
+            local: Some(dir.to_owned()),
+        }
+    }
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn files_of_every_size_round_trip_and_are_stored_encrypted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local(dir.path());
+        let key = FileKey::generate().unwrap();
+        for n in [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT + 5] {
+            let name = format!("documents/f{n}");
+            let plain = data(n);
+            put_all(&store, &name, &key, &plain).await.unwrap();
+            let stored = std::fs::read(dir.path().join(&name)).unwrap();
+            assert_eq!(stored.len() as u64, stored_len(n as u64), "size {n}");
+            if n >= 64 {
+                assert!(
+                    !stored.windows(64).any(|w| w == &plain[..64]),
+                    "plaintext at rest"
+                );
+            }
+            assert_eq!(
+                store.read_all(&name, &key, u64::MAX).await.unwrap(),
+                plain,
+                "size {n}"
+            );
+        }
+        assert!(matches!(
+            store.read_all("documents/f1", &key, 0).await,
+            Err(BlobError::TooLarge(0))
+        ));
+    }
+
+    #[tokio::test]
+    async fn tampering_truncation_and_the_wrong_key_fail_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local(dir.path());
+        let key = FileKey::generate().unwrap();
+        let plain = data(3 * SEGMENT + 100);
+        put_all(&store, "documents/x", &key, &plain).await.unwrap();
+        let path = dir.path().join("documents/x");
+        let original = std::fs::read(&path).unwrap();
+        let header = MAGIC.len() + NONCE_PREFIX;
+        let cases: Vec<Vec<u8>> = vec![
+            // A flipped byte in the second segment.
+            {
+                let mut b = original.clone();
+                b[header + SEGMENT + TAG + 10] ^= 1;
+                b
+            },
+            // Cut inside the last segment.
+            original[..original.len() - 10].to_vec(),
+            // Cut exactly after a whole segment: the last-segment flag is missing.
+            original[..header + 2 * (SEGMENT + TAG)].to_vec(),
+            // Segments swapped.
+            {
+                let mut b = original[..header].to_vec();
+                b.extend_from_slice(
+                    &original[header + SEGMENT + TAG..header + 2 * (SEGMENT + TAG)],
+                );
+                b.extend_from_slice(&original[header..header + SEGMENT + TAG]);
+                b.extend_from_slice(&original[header + 2 * (SEGMENT + TAG)..]);
+                b
+            },
+            // Not a blob at all.
+            b"hello".to_vec(),
+        ];
+        for (i, bytes) in cases.into_iter().enumerate() {
+            std::fs::write(&path, bytes).unwrap();
+            assert!(
+                matches!(
+                    store.read_all("documents/x", &key, u64::MAX).await,
+                    Err(BlobError::Corrupt)
+                ),
+                "case {i} opened"
+            );
+        }
+        std::fs::write(&path, &original).unwrap();
+        let other = FileKey::generate().unwrap();
+        assert!(matches!(
+            store.read_all("documents/x", &other, u64::MAX).await,
+            Err(BlobError::Corrupt)
+        ));
+        assert_eq!(
+            store.read_all("documents/x", &key, u64::MAX).await.unwrap(),
+            plain
+        );
+    }
 }

@@ -523,10 +523,12 @@ async fn list_chunks(
 async fn download(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
     let d = document_as(&ctx, &id, CollectionRole::Viewer).await?;
     let key = super::ingest::open_file_key(&ctx.state, &d).map_err(ApiError::internal)?;
-    let bytes = ctx
+    // Streamed out a segment at a time, never whole; a blob that fails to open mid-way ends
+    // the response early rather than sending altered bytes.
+    let stream = ctx
         .state
         .blobs
-        .read_all(&d.blob_key, &key, u64::try_from(d.size_bytes).unwrap_or(0))
+        .reader(&d.blob_key, &key)
         .await
         .map_err(ApiError::internal)?;
     let mime = d
@@ -534,8 +536,11 @@ async fn download(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
         .parse::<cairn_ingest::Kind>()
         .map(|k| k.mime())
         .unwrap_or("application/octet-stream");
-    let mut response = bytes.into_response();
+    let mut response = axum::body::Body::from_stream(stream).into_response();
     let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&d.size_bytes.to_string()) {
+        h.insert(header::CONTENT_LENGTH, v);
+    }
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
     // Never rendered inline: an uploaded HTML file must not run in Cairn's origin.
     let disposition = format!(
