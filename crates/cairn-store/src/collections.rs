@@ -263,12 +263,46 @@ impl Store {
              ON CONFLICT (collection_id, user_id) DO UPDATE SET role = excluded.role",
             member_check("c.id", "$1", CollectionRole::Owner)
         );
-        let n = on_pool!(self.db.pool(), p => sqlx::query(&sql).bind(actor).bind(id).bind(user)
-            .bind(role.as_str()).bind(Timestamp::now()).execute(p).await.map(|r| r.rows_affected()))?;
-        if n == 0 {
+        let lock = self.collection_lock();
+        let role_sql =
+            "SELECT role FROM collection_members WHERE collection_id = $1 AND user_id = $2";
+        let others = "SELECT COUNT(*) FROM collection_members WHERE collection_id = $1 \
+                      AND role = 'owner' AND user_id <> $2";
+        let n: StoreResult<u64> = on_pool!(self.db.pool(), p => {
+            let mut tx = p.begin().await?;
+            if let Some(lock) = lock {
+                sqlx::query(lock).bind(id).execute(&mut *tx).await?;
+            }
+            // Demoting the last owner would leave nobody to manage the collection.
+            if role != CollectionRole::Owner {
+                let current: Option<String> = sqlx::query_scalar(role_sql).bind(id).bind(user)
+                    .fetch_optional(&mut *tx).await?;
+                if current.as_deref() == Some("owner") {
+                    let n: i64 = sqlx::query_scalar(others).bind(id).bind(user)
+                        .fetch_one(&mut *tx).await?;
+                    if n == 0 {
+                        return Err(StoreError::Conflict { constraint: Some("last_owner".into()) });
+                    }
+                }
+            }
+            let n = sqlx::query(&sql).bind(actor).bind(id).bind(user).bind(role.as_str())
+                .bind(Timestamp::now()).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            Ok(n)
+        });
+        if n? == 0 {
             return Err(StoreError::NotFound);
         }
         Ok(())
+    }
+
+    /// On PostgreSQL, the statement that serialises membership changes of one collection (so
+    /// two owners leaving at once cannot both succeed); SQLite has one writer already.
+    fn collection_lock(&self) -> Option<&'static str> {
+        match self.backend() {
+            crate::Backend::Postgres => Some("SELECT id FROM collections WHERE id = $1 FOR UPDATE"),
+            crate::Backend::Sqlite => None,
+        }
     }
 
     /// Remove `user` from a collection `actor` owns (or `actor` leaving it themselves). The

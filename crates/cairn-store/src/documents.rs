@@ -74,13 +74,16 @@ pub const IN_PROGRESS: [&str; 4] = ["queued", "parsing", "chunking", "indexing"]
 
 impl Store {
     /// Store a new document and queue its ingestion, in one transaction, if `actor` may edit
-    /// the collection. [`StoreError::NotFound`]: no such collection for them;
-    /// [`StoreError::Conflict`]: the same content is already in the collection.
+    /// the collection and, with `quota_bytes`, the uploader's documents stay within it (checked
+    /// under a lock on the uploader, so concurrent uploads cannot overrun it together).
+    /// [`StoreError::NotFound`]: no such collection for them; [`StoreError::Conflict`]: the same
+    /// content is already in the collection, or (constraint `storage_quota`) the quota is full.
     pub async fn insert_document(
         &self,
         actor: Id,
         doc: &DocumentRow,
         job: &NewJob,
+        quota_bytes: Option<i64>,
     ) -> StoreResult<Id> {
         let sql = format!(
             "INSERT INTO documents ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
@@ -89,8 +92,25 @@ impl Store {
         );
         let job_id = Id::new();
         let d = doc;
+        // SQLite has one writer at a time already; PostgreSQL locks the uploader's row.
+        let lock = match self.backend() {
+            crate::Backend::Postgres => Some("SELECT id FROM users WHERE id = $1 FOR UPDATE"),
+            crate::Backend::Sqlite => None,
+        };
+        let used_sql = "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM documents \
+                        WHERE uploaded_by = $1";
         on_pool!(self.db.pool(), p => {
             let mut tx = p.begin().await?;
+            if let (Some(quota), Some(uploader)) = (quota_bytes, d.uploaded_by) {
+                if let Some(lock) = lock {
+                    sqlx::query(lock).bind(uploader).execute(&mut *tx).await?;
+                }
+                let used: i64 = sqlx::query_scalar(used_sql).bind(uploader)
+                    .fetch_one(&mut *tx).await?;
+                if used.saturating_add(d.size_bytes) > quota {
+                    return Err(StoreError::Conflict { constraint: Some("storage_quota".into()) });
+                }
+            }
             let n = sqlx::query(&sql)
                 .bind(d.id).bind(d.collection_id).bind(d.uploaded_by).bind(&d.filename)
                 .bind(&d.kind).bind(d.size_bytes).bind(&d.content_sha256).bind(&d.blob_key)

@@ -174,6 +174,18 @@ impl Store {
         )
     }
 
+    /// Give a running job back to the queue without counting the attempt (its worker is
+    /// stopping). False when it was no longer `worker`'s.
+    pub async fn release_job(&self, id: Id, worker: &str) -> StoreResult<bool> {
+        let sql =
+            "UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_until = NULL, \
+                   worker = NULL, run_at = $3, updated_at = $3 \
+                   WHERE id = $1 AND worker = $2 AND status = 'running'";
+        let n = on_pool!(self.db.pool(), p => sqlx::query(sql).bind(id).bind(worker)
+            .bind(Timestamp::now()).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
     /// Cancel a queued or running job (a running worker notices at its next heartbeat).
     pub async fn cancel_job(&self, id: Id) -> StoreResult<bool> {
         let sql = "UPDATE jobs SET status = 'cancelled', finished_at = $2, updated_at = $2, \

@@ -135,7 +135,9 @@ pub async fn collections_story(backend: Backend) {
         .is_none());
     let doc = document(shared.id, bob, "aaa");
     assert!(matches!(
-        store.insert_document(bob, &doc, &ingest_job(doc.id)).await,
+        store
+            .insert_document(bob, &doc, &ingest_job(doc.id), None)
+            .await,
         Err(StoreError::NotFound)
     ));
     // A viewer cannot share onwards.
@@ -152,13 +154,13 @@ pub async fn collections_story(backend: Backend) {
         .await
         .unwrap();
     store
-        .insert_document(bob, &doc, &ingest_job(doc.id))
+        .insert_document(bob, &doc, &ingest_job(doc.id), None)
         .await
         .unwrap();
     let again = document(shared.id, bob, "aaa");
     assert!(matches!(
         store
-            .insert_document(bob, &again, &ingest_job(again.id))
+            .insert_document(bob, &again, &ingest_job(again.id), None)
             .await,
         Err(StoreError::Conflict { .. })
     ));
@@ -194,7 +196,29 @@ pub async fn collections_story(backend: Backend) {
         1
     );
     assert_eq!(store.storage_used_by(bob).await.unwrap(), 1234);
+    // The quota is checked with the insert: 1234 used + 1234 more > 2000.
+    let over = document(shared.id, bob, "ccc");
+    match store
+        .insert_document(bob, &over, &ingest_job(over.id), Some(2000))
+        .await
+    {
+        Err(StoreError::Conflict {
+            constraint: Some(c),
+        }) => assert_eq!(c, "storage_quota"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        store.document(over.id).await.unwrap().is_none(),
+        "nothing stored"
+    );
 
+    // The last owner can neither be demoted nor leave; members can leave.
+    assert!(matches!(
+        store
+            .share_collection(ann, shared.id, ann, CollectionRole::Viewer)
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
     // The last owner cannot leave; members can.
     assert!(matches!(
         store.unshare_collection(ann, shared.id, ann).await,
@@ -227,7 +251,7 @@ pub async fn documents_and_chunks_story(backend: Backend) {
     let c = store.create_collection(ann, "Notes", "").await.unwrap();
     let doc = document(c.id, ann, "bbb");
     store
-        .insert_document(ann, &doc, &ingest_job(doc.id))
+        .insert_document(ann, &doc, &ingest_job(doc.id), None)
         .await
         .unwrap();
 
@@ -314,7 +338,7 @@ pub async fn documents_and_chunks_story(backend: Backend) {
     // old one then conflicts.
     let twin = document(c.id, ann, "bbb");
     store
-        .insert_document(ann, &twin, &ingest_job(twin.id))
+        .insert_document(ann, &twin, &ingest_job(twin.id), None)
         .await
         .unwrap();
     assert!(matches!(

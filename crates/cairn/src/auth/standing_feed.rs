@@ -3,15 +3,19 @@
 //! pub/sub when `redis_url` is set, else PostgreSQL `LISTEN`/`NOTIFY`. SQLite serves from one
 //! process and needs no feed.
 //!
-//! While the feed is down (before it first connects, or after a dropped connection) the cache is
-//! not believed, so authentication reads the database: a missed announcement can never let a
-//! suspended account or a revoked session through.
+//! While the feed is down (before it first connects, or after a dropped connection) this
+//! replica's cache is not believed, so authentication reads the database. Changes made here
+//! meanwhile wait in a channel subscribed for the feed's whole life and are announced on
+//! reconnect, preceded by a "forget everything" message; the same message goes out when a
+//! publish fails or announcements fall behind. So a missed announcement can never let a
+//! suspended account or a revoked session through on another replica.
 
 use std::time::Duration;
 
 use cairn_store::{Backend, Id, Store};
 use futures::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::Receiver;
 
 use crate::config::Config;
 
@@ -55,17 +59,19 @@ pub fn start(config: &Config, store: &Store) -> Option<tokio::task::JoinHandle<(
             .to_le_bytes();
     }
     let instance = u64::from_le_bytes(bytes);
-    Some(tokio::spawn(run(feed, store.clone(), instance)))
+    // Subscribed once, for the life of the feed: changes made while it reconnects wait here.
+    let changes = store.standing().subscribe();
+    Some(tokio::spawn(run(feed, store.clone(), instance, changes)))
 }
 
-async fn run(feed: Feed, store: Store, instance: u64) {
+async fn run(feed: Feed, store: Store, instance: u64, mut changes: Receiver<Id>) {
     let mut backoff = Duration::from_millis(250);
     loop {
         let result = match &feed {
             Feed::Redis { client, channel } => {
-                redis_session(client, channel, &store, instance).await
+                redis_session(client, channel, &store, instance, &mut changes).await
             }
-            Feed::Postgres => pg_session(&store, instance).await,
+            Feed::Postgres => pg_session(&store, instance, &mut changes).await,
         };
         store.standing().set_trusted(false);
         match result {
@@ -84,13 +90,36 @@ fn encode(instance: u64, user: Id) -> String {
     format!("{instance:016x}:{user}")
 }
 
-/// A user changed on another replica, or `None` for our own announcements and junk.
-fn decode(payload: &str, instance: u64) -> Option<Id> {
-    let (from, user) = payload.split_once(':')?;
+/// "Forget everything": sent when this replica may have failed to announce some changes (it
+/// reconnected, a publish failed, or announcements fell behind).
+fn encode_flush(instance: u64) -> String {
+    format!("{instance:016x}:*")
+}
+
+/// What another replica announced.
+#[derive(Debug, PartialEq, Eq)]
+enum Heard {
+    User(Id),
+    Everything,
+}
+
+/// A change announced by another replica, or `None` for our own announcements and junk.
+fn decode(payload: &str, instance: u64) -> Option<Heard> {
+    let (from, what) = payload.split_once(':')?;
     if u64::from_str_radix(from, 16).ok()? == instance {
         return None;
     }
-    user.parse().ok()
+    if what == "*" {
+        return Some(Heard::Everything);
+    }
+    what.parse().ok().map(Heard::User)
+}
+
+fn apply(store: &Store, heard: Heard) {
+    match heard {
+        Heard::User(user) => store.standing().forget_remote(user),
+        Heard::Everything => store.standing().forget_all(),
+    }
 }
 
 /// Listen and announce over Redis until either connection fails.
@@ -99,11 +128,17 @@ async fn redis_session(
     channel: &str,
     store: &Store,
     instance: u64,
+    changes: &mut Receiver<Id>,
 ) -> anyhow::Result<()> {
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     let mut publisher = client.get_multiplexed_async_connection().await?;
-    let mut changes = store.standing().subscribe();
+    // Whatever this replica could not announce while disconnected: others forget everything.
+    redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(encode_flush(instance))
+        .query_async::<i64>(&mut publisher)
+        .await?;
     store.standing().set_trusted(true);
     tracing::debug!(channel, "listening for account changes on Redis");
     let mut messages = pubsub.on_message();
@@ -112,8 +147,8 @@ async fn redis_session(
             msg = messages.next() => {
                 let Some(msg) = msg else { anyhow::bail!("the Redis subscription closed") };
                 let payload: String = msg.get_payload()?;
-                if let Some(user) = decode(&payload, instance) {
-                    store.standing().forget_remote(user);
+                if let Some(heard) = decode(&payload, instance) {
+                    apply(store, heard);
                 }
             }
             change = changes.recv() => match change {
@@ -121,8 +156,11 @@ async fn redis_session(
                     redis::cmd("PUBLISH").arg(channel).arg(encode(instance, user))
                         .query_async::<i64>(&mut publisher).await?;
                 }
-                // More changes than the channel holds: others may have missed some.
-                Err(RecvError::Lagged(_)) => anyhow::bail!("announcements fell behind"),
+                // More changes than the channel holds: tell the others to forget everything.
+                Err(RecvError::Lagged(_)) => {
+                    redis::cmd("PUBLISH").arg(channel).arg(encode_flush(instance))
+                        .query_async::<i64>(&mut publisher).await?;
+                }
                 Err(RecvError::Closed) => return Ok(()),
             }
         }
@@ -130,19 +168,23 @@ async fn redis_session(
 }
 
 /// Listen and announce over PostgreSQL until the listening connection drops.
-async fn pg_session(store: &Store, instance: u64) -> anyhow::Result<()> {
+async fn pg_session(
+    store: &Store,
+    instance: u64,
+    changes: &mut Receiver<Id>,
+) -> anyhow::Result<()> {
     let Some(mut listener) = store.listen_standing().await? else {
         anyhow::bail!("not a PostgreSQL database");
     };
-    let mut changes = store.standing().subscribe();
+    store.announce_standing(&encode_flush(instance)).await?;
     store.standing().set_trusted(true);
     tracing::debug!("listening for account changes on PostgreSQL");
     loop {
         tokio::select! {
             note = listener.recv() => match note? {
                 Some(payload) => {
-                    if let Some(user) = decode(&payload, instance) {
-                        store.standing().forget_remote(user);
+                    if let Some(heard) = decode(&payload, instance) {
+                        apply(store, heard);
                     }
                 }
                 // The connection dropped; notifications in between are lost.
@@ -150,7 +192,7 @@ async fn pg_session(store: &Store, instance: u64) -> anyhow::Result<()> {
             },
             change = changes.recv() => match change {
                 Ok(user) => store.announce_standing(&encode(instance, user)).await?,
-                Err(RecvError::Lagged(_)) => anyhow::bail!("announcements fell behind"),
+                Err(RecvError::Lagged(_)) => store.announce_standing(&encode_flush(instance)).await?,
                 Err(RecvError::Closed) => return Ok(()),
             }
         }
@@ -165,8 +207,10 @@ mod tests {
     fn announcements_round_trip_and_skip_our_own() {
         let user = Id::new();
         let payload = encode(7, user);
-        assert_eq!(decode(&payload, 8), Some(user));
+        assert_eq!(decode(&payload, 8), Some(Heard::User(user)));
         assert_eq!(decode(&payload, 7), None);
+        assert_eq!(decode(&encode_flush(7), 8), Some(Heard::Everything));
+        assert_eq!(decode(&encode_flush(7), 7), None);
         assert_eq!(decode("junk", 8), None);
         assert_eq!(decode("zz:also-junk", 8), None);
     }

@@ -202,11 +202,19 @@ async fn queue_one(
     };
     if let Err(e) = state
         .store
-        .insert_document(user, &row, &super::ingest_job(&state.config, id))
+        .insert_document(
+            user,
+            &row,
+            &super::ingest_job(&state.config, id),
+            (quota > 0).then(|| i64::try_from(quota).unwrap_or(i64::MAX)),
+        )
         .await
     {
         let _ = state.blobs.delete(&super::blob_key(id)).await;
         return match e {
+            cairn_store::StoreError::Conflict {
+                constraint: Some(c),
+            } if c == "storage_quota" => Err(Refused("the storage quota would be exceeded".into())),
             // Another import of the same content won the race.
             cairn_store::StoreError::Conflict { .. } => Ok(None),
             other => Err(other.into()),

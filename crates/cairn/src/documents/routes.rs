@@ -96,6 +96,14 @@ pub fn parse_id(raw: &str) -> ApiResult<Id> {
     raw.parse().map_err(|_| ApiError::not_found())
 }
 
+fn last_owner() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "last_owner",
+        "A collection needs an owner: make someone else owner first.",
+    )
+}
+
 fn bad_query(message: &'static str) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
 }
@@ -314,10 +322,16 @@ async fn share(
         Some(u) if u.state == "active" => {}
         _ => return Err(ApiError::not_found()),
     }
-    ctx.state
+    match ctx
+        .state
         .store
         .share_collection(ctx.actor.user_id, id, target, role)
-        .await?;
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::Conflict { .. }) => return Err(last_owner()),
+        Err(e) => return Err(e.into()),
+    }
     ctx.record(
         "collection.shared",
         Some(("collection", id.to_string())),
@@ -344,13 +358,7 @@ async fn unshare(ctx: Ctx, Path((id, user_id)): Path<(String, String)>) -> ApiRe
         .await
     {
         Ok(()) => {}
-        Err(StoreError::Conflict { .. }) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "last_owner",
-                "A collection needs an owner: make someone else owner first.",
-            ))
-        }
+        Err(StoreError::Conflict { .. }) => return Err(last_owner()),
         Err(e) => return Err(e.into()),
     }
     ctx.record(
@@ -522,6 +530,15 @@ async fn list_chunks(
 
 async fn download(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
     let d = document_as(&ctx, &id, CollectionRole::Viewer).await?;
+    // An office container whose exact kind ingestion has not confirmed (or refused) is not
+    // served: the upload check saw only that it was a zip.
+    if d.kind == super::upload::ZIP_KIND {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_verified",
+            "This file's type has not been confirmed; it can be downloaded once it is ingested.",
+        ));
+    }
     let key = super::ingest::open_file_key(&ctx.state, &d).map_err(ApiError::internal)?;
     // Streamed out a segment at a time, never whole; a blob that fails to open mid-way ends
     // the response early rather than sending altered bytes.

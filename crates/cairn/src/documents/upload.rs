@@ -95,18 +95,46 @@ pub fn sanitize_filename(raw: &str) -> String {
     }
 }
 
-/// The upload in progress, so every early return can clean up.
+/// The upload in progress. Until [`Incoming::keep`] is called, leaving — by an error, or by the
+/// request being dropped (client gone, upload timeout) — aborts the partial upload and removes
+/// the blob, so a refused upload leaves nothing behind.
 struct Incoming {
     writer: Option<BlobWriter>,
     key: String,
+    /// Set while the blob must be cleaned up on leaving.
+    armed: Option<crate::app::AppState>,
 }
 
 impl Incoming {
     async fn abandon(&mut self, state: &crate::app::AppState) {
+        self.armed = None;
         if let Some(w) = self.writer.take() {
             w.abort().await;
         }
         let _ = state.blobs.delete(&self.key).await;
+    }
+
+    /// The document row now owns the blob.
+    fn keep(&mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        let Some(state) = self.armed.take() else {
+            return;
+        };
+        let writer = self.writer.take();
+        let key = std::mem::take(&mut self.key);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Some(w) = writer {
+                    w.abort().await;
+                }
+                let _ = state.blobs.delete(&key).await;
+            });
+        }
     }
 }
 
@@ -213,6 +241,7 @@ pub(crate) async fn upload(
                 .map_err(ApiError::internal)?,
         ),
         key: super::blob_key(id),
+        armed: Some(state.clone()),
     };
     let result = stream_rest(
         &mut incoming,
@@ -268,11 +297,22 @@ pub(crate) async fn upload(
         deleted_by: None,
     };
     let job = super::ingest_job(&state.config, id);
-    match state.store.insert_document(user, &row, &job).await {
-        Ok(_) => {}
+    let quota_limit = (quota > 0).then(|| i64::try_from(quota).unwrap_or(i64::MAX));
+    match state
+        .store
+        .insert_document(user, &row, &job, quota_limit)
+        .await
+    {
+        Ok(_) => incoming.keep(),
         Err(e) => {
             incoming.abandon(state).await;
             return match e {
+                StoreError::Conflict {
+                    constraint: Some(c),
+                } if c == "storage_quota" => {
+                    let used = u64::try_from(state.store.storage_used_by(user).await?).unwrap_or(0);
+                    Err(over_quota(quota, used))
+                }
                 StoreError::Conflict { .. } => {
                     match state.store.document_by_content(collection, &sha).await? {
                         Some(existing) => {

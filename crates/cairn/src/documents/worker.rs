@@ -49,16 +49,7 @@ impl Workers {
             .map(|mut r| std::mem::take(&mut *r))
             .unwrap_or_default();
         for (job, worker) in held {
-            match state
-                .store
-                .fail_job(
-                    job,
-                    &worker,
-                    "interrupted: the worker stopped",
-                    Some(Timestamp::now()),
-                )
-                .await
-            {
+            match state.store.release_job(job, &worker).await {
                 Ok(_) => tracing::info!(%job, "handed an interrupted job back to the queue"),
                 Err(e) => {
                     tracing::warn!(%job, error = %e, "could not hand a job back; its lease will expire")
@@ -167,14 +158,19 @@ pub async fn run_job(state: &AppState, worker: &str, job: JobRow) {
             let retry_at = Timestamp::now()
                 .plus_millis(i64::try_from(ingest::backoff(job.attempts).as_millis()).unwrap_or(0));
             tracing::warn!(job = %job.id, attempt = job.attempts, error = %e, "ingestion attempt failed");
-            match store.fail_job(job.id, worker, &e.0, Some(retry_at)).await {
+            // The detail (which may name hosts or paths) stays in the log; members see this.
+            let shown = "a storage or database error; it is retried (details in the server log)";
+            match store.fail_job(job.id, worker, shown, Some(retry_at)).await {
                 Ok(Some(j)) if j.status == "failed" => {
                     if let Some(id) = document {
                         let _ = store
                             .fail_document(
                                 id,
                                 "ingest_failed",
-                                &format!("Gave up after {} attempts: {}", j.attempts, e.0),
+                                &format!(
+                                    "Gave up after {} attempts because of storage or database errors (details in the server log).",
+                                    j.attempts
+                                ),
                             )
                             .await;
                     }

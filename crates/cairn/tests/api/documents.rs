@@ -801,6 +801,14 @@ async fn office_files_and_transcripts_keep_their_structure(backend: Backend) {
     let d = settled(&app, &ann, &id).await;
     assert_eq!(d["status"], "failed", "{d}");
     assert_eq!(d["error_code"], "zip_bomb", "{d}");
+    // A zip whose kind was never confirmed is not served back.
+    let e = error_body(
+        app.get_as(&format!("/api/documents/{id}/content"), &ann)
+            .await,
+        409,
+    )
+    .await;
+    assert_eq!(e["code"], "not_verified");
 }
 
 on_both_backends!(
