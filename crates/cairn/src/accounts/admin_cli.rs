@@ -99,6 +99,7 @@ pub async fn reset_password(
     let (hasher, _) = from_config(&config.auth)?;
     let hash = hasher.hash(password).await?;
     store.set_password(user.id, &hash).await?;
+    crate::auth::standing_feed::announce_flush(config, store).await;
     record(store, "auth.password.reset", user.id).await;
     Ok(email)
 }

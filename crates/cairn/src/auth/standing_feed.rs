@@ -64,6 +64,32 @@ pub fn start(config: &Config, store: &Store) -> Option<tokio::task::JoinHandle<(
     Some(tokio::spawn(run(feed, store.clone(), instance, changes)))
 }
 
+/// From a process without a feed (the CLI): tell running servers to forget every cached
+/// standing, after a change they would otherwise see only when their cache expires. Best
+/// effort: nothing to tell on SQLite without Redis (one server, bounded by the cache's TTL).
+pub async fn announce_flush(config: &Config, store: &Store) {
+    // An instance tag no server uses (theirs are random).
+    let payload = encode_flush(0);
+    let result: anyhow::Result<()> = async {
+        if let Some(url) = &config.redis_url {
+            let client = redis::Client::open(url.expose())?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PUBLISH")
+                .arg(format!("{}standing", config.redis_key_prefix))
+                .arg(&payload)
+                .query_async::<i64>(&mut conn)
+                .await?;
+        } else {
+            store.announce_standing(&payload).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not tell running servers to re-read accounts; they will within auth.standing_cache_secs");
+    }
+}
+
 async fn run(feed: Feed, store: Store, instance: u64, mut changes: Receiver<Id>) {
     let mut backoff = Duration::from_millis(250);
     loop {

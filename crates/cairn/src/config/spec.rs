@@ -482,7 +482,7 @@ pub const SETTINGS: &[Setting] = &[
         default: "5",
         kind: Kind::Integer,
         aliases: &[],
-        help: "How long a replica may remember a caller's account, session or API key instead of reading the database on each request (0: read every time). Every change made through Cairn voids the memory at once, on every replica (through Redis when `redis_url` is set, else PostgreSQL notifications); this bounds only changes made behind Cairn's back, such as `cairn admin reset-password` against SQLite or a direct SQL edit.",
+        help: "How long a replica may remember a caller's account, session or API key instead of reading the database on each request (0: read every time). Every change made through Cairn voids the memory at once, on every replica (through Redis when `redis_url` is set, else PostgreSQL notifications); this bounds only changes made behind Cairn's back, such as a direct SQL edit (`cairn admin reset-password` tells running servers through Redis or PostgreSQL; with SQLite and no Redis it waits this long).",
     },
     Setting {
         key: "auth.standing_cache_entries",
