@@ -120,7 +120,8 @@ async fn queue_one(
     cap: u64,
     quota: u64,
 ) -> Result<Option<Id>, Refused> {
-    let (sha, size) = sha256_of(path)?;
+    let owned = path.to_owned();
+    let (sha, size) = tokio::task::spawn_blocking(move || sha256_of(&owned)).await??;
     if size > cap {
         return Err(Refused(format!(
             "larger than uploads.max_file_bytes ({cap})"
@@ -166,14 +167,40 @@ async fn queue_one(
     let id = Id::new();
     let key = FileKey::generate()?;
     let mut writer = state.blobs.writer(&super::blob_key(id), &key).await?;
-    writer.write(&head).await?;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let k = file.read(&mut buf)?;
-        if k == 0 {
-            break;
+    // What is stored is hashed and counted again as it is written: a file that changed since
+    // it was checked is refused rather than stored under the wrong hash or past the cap.
+    let mut hasher = Sha256::new();
+    hasher.update(&head);
+    let mut written = head.len() as u64;
+    let copied: Result<(), Refused> = async {
+        writer.write(&head).await?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let k = file.read(&mut buf)?;
+            if k == 0 {
+                break;
+            }
+            written += k as u64;
+            if written > cap {
+                return Err(Refused(
+                    "the file grew past uploads.max_file_bytes while importing".into(),
+                ));
+            }
+            hasher.update(&buf[..k]);
+            writer.write(&buf[..k]).await?;
         }
-        writer.write(&buf[..k]).await?;
+        if hex::encode(hasher.finalize_reset()) != sha || written != size {
+            return Err(Refused(
+                "the file changed while it was being imported".into(),
+            ));
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = copied {
+        writer.abort().await;
+        let _ = state.blobs.delete(&super::blob_key(id)).await;
+        return Err(e);
     }
     writer.finish().await?;
     let sealed = crate::crypto::seal(&state.keys.data_key, &key.0, id.to_string().as_bytes())?;

@@ -252,7 +252,9 @@ pub async fn maintain_once(state: &AppState) {
     if let Err(e) = sweep_orphans(state, ORPHAN_AGE).await {
         tracing::warn!(error = %e, "could not sweep orphan blobs");
     }
-    clean_upload_leftovers(state, ORPHAN_AGE);
+    // A directory walk: off the async runtime.
+    let s = state.clone();
+    let _ = tokio::task::spawn_blocking(move || clean_upload_leftovers(&s, ORPHAN_AGE)).await;
     let history =
         Timestamp::now().plus_millis(-i64::try_from(JOB_HISTORY.as_millis()).unwrap_or(0));
     if let Err(e) = state.store.prune_jobs(history).await {
