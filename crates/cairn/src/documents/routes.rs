@@ -23,6 +23,9 @@ pub fn routes() -> ApiRoutes {
     let read = Rule::MEMBER.key(Scope::Read);
     let write = Rule::MEMBER.key(Scope::Ingest);
     let admin = Rule::ADMIN.key(Scope::Admin);
+    // Deleting a whole collection and changing who may see it need a signed-in person, not a
+    // tool's key.
+    let manage = Rule::MEMBER;
     ApiRoutes::new()
         .route(Method::GET, "/api/collections", read, list_collections)
         .route(Method::POST, "/api/collections", write, create_collection)
@@ -36,7 +39,7 @@ pub fn routes() -> ApiRoutes {
         .route(
             Method::DELETE,
             "/api/collections/{id}",
-            write,
+            manage,
             delete_collection,
         )
         .route(
@@ -48,13 +51,13 @@ pub fn routes() -> ApiRoutes {
         .route(
             Method::PUT,
             "/api/collections/{id}/members/{user_id}",
-            write,
+            manage,
             share,
         )
         .route(
             Method::DELETE,
             "/api/collections/{id}/members/{user_id}",
-            write,
+            manage,
             unshare,
         )
         .route(

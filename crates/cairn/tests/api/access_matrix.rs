@@ -130,12 +130,7 @@ const MATRIX: &[(&str, &str, Access, Option<Scope>)] = &[
         Access::Member,
         Some(Scope::Ingest),
     ),
-    (
-        "DELETE",
-        "/api/collections/{id}",
-        Access::Member,
-        Some(Scope::Ingest),
-    ),
+    ("DELETE", "/api/collections/{id}", Access::Member, None),
     (
         "GET",
         "/api/collections/{id}/members",
@@ -146,13 +141,13 @@ const MATRIX: &[(&str, &str, Access, Option<Scope>)] = &[
         "PUT",
         "/api/collections/{id}/members/{user_id}",
         Access::Member,
-        Some(Scope::Ingest),
+        None,
     ),
     (
         "DELETE",
         "/api/collections/{id}/members/{user_id}",
         Access::Member,
-        Some(Scope::Ingest),
+        None,
     ),
     (
         "POST",
