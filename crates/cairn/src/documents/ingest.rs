@@ -132,7 +132,12 @@ pub async fn run(
     .await;
     let (kind, parsed, parse_ms) = match parsed {
         Ok(v) => v,
-        Err((code, message)) => return reject(state, doc.id, code, message).await,
+        Err((code, message)) => {
+            state
+                .metrics
+                .observe_ingest(&doc.kind, false, started.elapsed(), 0);
+            return reject(state, doc.id, code, message).await;
+        }
     };
     if !alive() || !store.set_document_stage(doc.id, "chunking", (0, 0)).await? {
         return Ok(Outcome::Done);
@@ -154,7 +159,12 @@ pub async fn run(
     .await;
     let extracted = match chunked {
         Ok(v) => v,
-        Err((code, message)) => return reject(state, doc.id, code, message).await,
+        Err((code, message)) => {
+            state
+                .metrics
+                .observe_ingest(kind.as_str(), false, started.elapsed(), 0);
+            return reject(state, doc.id, code, message).await;
+        }
     };
     if !alive() {
         return Ok(Outcome::Done);
@@ -191,6 +201,12 @@ pub async fn run(
     store
         .store_chunks(doc.id, extracted.title.as_deref(), &rows)
         .await?;
+    state.metrics.observe_ingest(
+        extracted.kind.as_str(),
+        true,
+        started.elapsed(),
+        u64::try_from(doc.size_bytes).unwrap_or(0),
+    );
     tracing::info!(
         document = %doc.id, kind = extracted.kind.as_str(), bytes = doc.size_bytes,
         chunks = rows.len(), read_ms, parse_ms = extracted.parse_ms,

@@ -1,5 +1,5 @@
 //! Prometheus metrics: requests and latency by matched route and status, the database pool,
-//! process memory and build information. Rendered in the OpenMetrics text format at
+//! ingestion outcomes, durations and bytes, queued jobs, process memory and build information. Rendered in the OpenMetrics text format at
 //! `/metrics`; who may read it is decided in `routes.rs`.
 
 use std::sync::Arc;
@@ -32,6 +32,22 @@ struct PoolLabels {
     state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IngestLabels {
+    kind: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    kind: String,
+    status: String,
+}
+
+const INGEST_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
 const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -48,6 +64,10 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram>,
     pool: Family<PoolLabels, Gauge>,
     resident_memory: Gauge,
+    ingested: Family<IngestLabels, Counter>,
+    ingest_bytes: Counter,
+    ingest_duration: Family<IngestLabels, Histogram>,
+    jobs: Family<JobLabels, Gauge>,
 }
 
 impl Metrics {
@@ -91,6 +111,32 @@ impl Metrics {
             "When the process started, in seconds since the Unix epoch",
             start,
         );
+        let ingested = Family::<IngestLabels, Counter>::default();
+        registry.register(
+            "documents_ingested",
+            "Documents whose ingestion ended, by kind and outcome (ready, failed)",
+            ingested.clone(),
+        );
+        let ingest_bytes = Counter::default();
+        registry.register(
+            "ingested_bytes",
+            "Bytes of documents ingested to ready",
+            ingest_bytes.clone(),
+        );
+        let ingest_duration = Family::<IngestLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(INGEST_BUCKETS.iter().copied())) as fn() -> Histogram,
+        );
+        registry.register(
+            "ingest_duration_seconds",
+            "Time one ingestion attempt took (read, parse, chunk, store), by kind and outcome",
+            ingest_duration.clone(),
+        );
+        let jobs = Family::<JobLabels, Gauge>::default();
+        registry.register(
+            "jobs",
+            "Jobs in the queue, by kind and status (sampled at each scrape)",
+            jobs.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -102,6 +148,25 @@ impl Metrics {
             latency,
             pool,
             resident_memory,
+            ingested,
+            ingest_bytes,
+            ingest_duration,
+            jobs,
+        }
+    }
+
+    /// One ingestion attempt ended: `ready` (with the document's size) or `failed`.
+    pub fn observe_ingest(&self, kind: &str, ready: bool, elapsed: Duration, bytes: u64) {
+        let labels = IngestLabels {
+            kind: kind.to_owned(),
+            outcome: if ready { "ready" } else { "failed" },
+        };
+        self.ingested.get_or_create(&labels).inc();
+        self.ingest_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        if ready {
+            self.ingest_bytes.inc_by(bytes);
         }
     }
 
@@ -122,7 +187,16 @@ impl Metrics {
     }
 
     /// The exposition text, with gauges sampled now.
-    pub fn render(&self, pool: cairn_store::PoolStats) -> String {
+    pub fn render(&self, pool: cairn_store::PoolStats, jobs: &[(String, String, i64)]) -> String {
+        self.jobs.clear();
+        for (kind, status, n) in jobs {
+            self.jobs
+                .get_or_create(&JobLabels {
+                    kind: kind.clone(),
+                    status: status.clone(),
+                })
+                .set(*n);
+        }
         self.pool
             .get_or_create(&PoolLabels { state: "idle" })
             .set(i64::from(pool.idle));

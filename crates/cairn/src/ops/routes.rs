@@ -103,7 +103,14 @@ async fn metrics(
         )
         .into_response();
     }
-    let body = state.metrics.render(state.store.db().pool_stats());
+    let jobs = match state.store.job_counts().await {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not count jobs for metrics");
+            Vec::new()
+        }
+    };
+    let body = state.metrics.render(state.store.db().pool_stats(), &jobs);
     (
         [(
             header::CONTENT_TYPE,

@@ -128,6 +128,20 @@ async fn a_document_goes_from_upload_to_searchable_chunks(backend: Backend) {
             .unwrap()
             >= 1
     );
+    // Visible to operators too.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"cairn_documents_ingested_total{kind="markdown",outcome="ready"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"cairn_jobs{kind="ingest",status="succeeded"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cairn_ingest_duration_seconds_bucket"),
+        "{metrics}"
+    );
 
     // The original comes back byte for byte, as an attachment; at rest it is encrypted.
     let resp = app
