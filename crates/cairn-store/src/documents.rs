@@ -426,9 +426,8 @@ impl Store {
         )
     }
 
-    /// Remove a soft-deleted document's row for good (its chunks go with it). The caller
-    /// removes the blob first, so a crash in between leaves a row to purge again, never a
-    /// blob nobody knows of.
+    /// Remove a soft-deleted document's row for good (its chunks go with it); false when it is
+    /// not deleted (restored meanwhile) or already gone. The caller removes the blob after.
     pub async fn purge_document(&self, id: Id) -> StoreResult<bool> {
         let sql = "DELETE FROM documents WHERE id = $1 AND deleted_at IS NOT NULL";
         let n = on_pool!(self.db.pool(), p => sqlx::query(sql).bind(id)

@@ -262,16 +262,22 @@ pub async fn maintain_once(state: &AppState) {
     }
 }
 
-/// Remove a deleted document for good: its blob first, then its row (and chunks), so a crash
-/// in between leaves a row to purge again, never an unknown blob.
+/// Remove a deleted document for good: its row (and chunks) first — only if it is still
+/// deleted, so an admin's restore at the same moment wins — then its blob. A crash in between
+/// leaves a blob no row names, which the orphan sweep removes.
 pub async fn purge_one(state: &AppState, doc: &DocumentRow) {
-    if let Err(e) = state.blobs.delete(&doc.blob_key).await {
-        tracing::warn!(error = %e, document = %doc.id, "could not remove a purged document's blob");
-        return;
-    }
     match state.store.purge_document(doc.id).await {
-        Ok(_) => tracing::debug!(document = %doc.id, "purged a deleted document"),
-        Err(e) => tracing::warn!(error = %e, document = %doc.id, "could not purge a document"),
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, document = %doc.id, "could not purge a document");
+            return;
+        }
+    }
+    match state.blobs.delete(&doc.blob_key).await {
+        Ok(()) => tracing::debug!(document = %doc.id, "purged a deleted document"),
+        Err(e) => tracing::warn!(error = %e, document = %doc.id,
+            "could not remove a purged document's blob; the orphan sweep will"),
     }
 }
 
