@@ -83,15 +83,32 @@ pub struct MemberRow {
 const COLUMNS: &str =
     "c.id, c.name, c.description, c.personal_of, c.created_by, c.created_at, c.updated_at";
 
-/// The membership check every query in this module and in `documents` shares: `$1` is the
-/// acting user, `roles` the roles that suffice. `alias` is the collection id column to test.
-pub(crate) fn member_check(alias: &str, actor: &str, role: CollectionRole) -> String {
-    let roles = role
-        .at_least()
+/// `'viewer', 'editor', 'owner'`: the stored roles at least as strong as `role`, for `IN (…)`.
+fn role_list(role: CollectionRole) -> String {
+    role.at_least()
         .iter()
         .map(|r| format!("'{r}'"))
         .collect::<Vec<_>>()
-        .join(", ");
+        .join(", ")
+}
+
+/// A collection with the member's role and its live document count and size, from
+/// `collections c JOIN collection_members m`.
+fn member_view_select() -> String {
+    format!(
+        "SELECT {COLUMNS}, m.role, \
+           (SELECT COUNT(*) FROM documents d WHERE d.collection_id = c.id \
+            AND d.deleted_at IS NULL) AS document_count, \
+           (SELECT CAST(COALESCE(SUM(d.size_bytes), 0) AS BIGINT) FROM documents d \
+            WHERE d.collection_id = c.id AND d.deleted_at IS NULL) AS size_bytes \
+         FROM collections c JOIN collection_members m ON m.collection_id = c.id"
+    )
+}
+
+/// The membership check every query in this module and in `documents` shares: `$1` is the
+/// acting user, `roles` the roles that suffice. `alias` is the collection id column to test.
+pub(crate) fn member_check(alias: &str, actor: &str, role: CollectionRole) -> String {
+    let roles = role_list(role);
     format!(
         "EXISTS (SELECT 1 FROM collection_members m WHERE m.collection_id = {alias} \
          AND m.user_id = {actor} AND m.role IN ({roles}))"
@@ -169,13 +186,8 @@ impl Store {
         limit: u32,
     ) -> StoreResult<Vec<MemberCollection>> {
         let sql = format!(
-            "SELECT {COLUMNS}, m.role, \
-               (SELECT COUNT(*) FROM documents d WHERE d.collection_id = c.id \
-                AND d.deleted_at IS NULL) AS document_count, \
-               (SELECT CAST(COALESCE(SUM(d.size_bytes), 0) AS BIGINT) FROM documents d \
-                WHERE d.collection_id = c.id AND d.deleted_at IS NULL) AS size_bytes \
-             FROM collections c JOIN collection_members m ON m.collection_id = c.id \
-             WHERE m.user_id = $1 AND ($2 IS NULL OR c.id > $2) ORDER BY c.id LIMIT $3"
+            "{} WHERE m.user_id = $1 AND ($2 IS NULL OR c.id > $2) ORDER BY c.id LIMIT $3",
+            member_view_select()
         );
         Ok(
             on_pool!(self.db.pool(), p => sqlx::query_as::<_, MemberCollection>(&sql)
@@ -190,20 +202,10 @@ impl Store {
         id: Id,
         role: CollectionRole,
     ) -> StoreResult<Option<MemberCollection>> {
-        let roles = role
-            .at_least()
-            .iter()
-            .map(|r| format!("'{r}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
         let sql = format!(
-            "SELECT {COLUMNS}, m.role, \
-               (SELECT COUNT(*) FROM documents d WHERE d.collection_id = c.id \
-                AND d.deleted_at IS NULL) AS document_count, \
-               (SELECT CAST(COALESCE(SUM(d.size_bytes), 0) AS BIGINT) FROM documents d \
-                WHERE d.collection_id = c.id AND d.deleted_at IS NULL) AS size_bytes \
-             FROM collections c JOIN collection_members m ON m.collection_id = c.id \
-             WHERE m.user_id = $1 AND c.id = $2 AND m.role IN ({roles})"
+            "{} WHERE m.user_id = $1 AND c.id = $2 AND m.role IN ({})",
+            member_view_select(),
+            role_list(role)
         );
         Ok(
             on_pool!(self.db.pool(), p => sqlx::query_as::<_, MemberCollection>(&sql)

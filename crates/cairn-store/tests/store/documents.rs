@@ -459,6 +459,24 @@ pub async fn job_queue_story(backend: Backend) {
         short
     );
 
+    // A stopping worker hands its job back without spending the attempt.
+    let handed = store.enqueue_job(&job("handback", 1, 300)).await.unwrap();
+    let claimed = store.claim_job("w5", &["handback"]).await.unwrap().unwrap();
+    assert_eq!((claimed.id, claimed.attempts), (handed, 1));
+    assert!(!store.release_job(handed, "someone-else").await.unwrap());
+    assert!(store.release_job(handed, "w5").await.unwrap());
+    let back = store.job(handed).await.unwrap().unwrap();
+    assert_eq!((back.status.as_str(), back.attempts), ("queued", 0));
+    assert_eq!(
+        store
+            .claim_job("w6", &["handback"])
+            .await
+            .unwrap()
+            .unwrap()
+            .attempts,
+        1
+    );
+
     // Cancelling a running job makes its worker's heartbeat fail.
     let c = store.claim_job("w1", &["backup"]).await.unwrap().unwrap();
     assert_eq!(c.id, other);

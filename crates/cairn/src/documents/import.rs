@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use cairn_ingest::detect::{self, Sniffed};
 use cairn_store::collections::CollectionRole;
-use cairn_store::documents::DocumentRow;
-use cairn_store::{Id, Timestamp};
+use cairn_store::Id;
 use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
@@ -203,37 +202,26 @@ async fn queue_one(
         return Err(e);
     }
     writer.finish().await?;
-    let sealed = crate::crypto::seal(&state.keys.data_key, &key.0, id.to_string().as_bytes())?;
-    let now = Timestamp::now();
-    let row = DocumentRow {
-        id,
-        collection_id: collection,
-        uploaded_by: Some(user),
-        filename,
-        kind: kind.to_owned(),
-        size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
-        content_sha256: sha,
-        blob_key: super::blob_key(id),
-        sealed_key: sealed,
-        status: "queued".into(),
-        error_code: None,
-        error_message: None,
-        progress_done: 0,
-        progress_total: 0,
-        title: None,
-        chunk_count: 0,
-        created_at: now,
-        updated_at: now,
-        deleted_at: None,
-        deleted_by: None,
-    };
+    let row = super::new_document(
+        state,
+        super::NewFile {
+            id,
+            collection,
+            uploader: user,
+            filename,
+            kind,
+            size,
+            sha256: sha,
+        },
+        &key,
+    )?;
     if let Err(e) = state
         .store
         .insert_document(
             user,
             &row,
             &super::ingest_job(&state.config, id),
-            (quota > 0).then(|| i64::try_from(quota).unwrap_or(i64::MAX)),
+            super::quota_limit(&state.config),
         )
         .await
     {

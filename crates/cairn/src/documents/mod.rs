@@ -15,8 +15,9 @@ pub mod upload;
 pub mod worker;
 
 use cairn_ingest::Kind;
+use cairn_store::documents::DocumentRow;
 use cairn_store::jobs::NewJob;
-use cairn_store::Id;
+use cairn_store::{Id, Timestamp};
 
 use crate::config::{Config, UploadProfile};
 
@@ -72,6 +73,56 @@ pub fn limits(config: &Config) -> cairn_ingest::Limits {
         max_compression_ratio: config.uploads.zip_max_ratio,
         max_text_bytes: config.ingest.max_text_bytes,
     }
+}
+
+/// The uploader's quota for [`cairn_store::Store::insert_document`]: `None` when unlimited.
+pub fn quota_limit(config: &Config) -> Option<i64> {
+    let q = config.uploads.user_quota_bytes;
+    (q > 0).then(|| i64::try_from(q).unwrap_or(i64::MAX))
+}
+
+/// What is known of a file once it is stored: the row to insert for it.
+pub struct NewFile {
+    pub id: Id,
+    pub collection: Id,
+    pub uploader: Id,
+    pub filename: String,
+    pub kind: &'static str,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The document row for a stored file, queued for ingestion, its file key sealed by the data
+/// key (bound to the document id).
+pub fn new_document(
+    state: &crate::app::AppState,
+    file: NewFile,
+    key: &crate::blobs::FileKey,
+) -> Result<DocumentRow, crate::crypto::SealError> {
+    let sealed = crate::crypto::seal(&state.keys.data_key, &key.0, file.id.to_string().as_bytes())?;
+    let now = Timestamp::now();
+    Ok(DocumentRow {
+        id: file.id,
+        collection_id: file.collection,
+        uploaded_by: Some(file.uploader),
+        filename: file.filename,
+        kind: file.kind.to_owned(),
+        size_bytes: i64::try_from(file.size).unwrap_or(i64::MAX),
+        content_sha256: file.sha256,
+        blob_key: blob_key(file.id),
+        sealed_key: sealed,
+        status: "queued".into(),
+        error_code: None,
+        error_message: None,
+        progress_done: 0,
+        progress_total: 0,
+        title: None,
+        chunk_count: 0,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+        deleted_by: None,
+    })
 }
 
 /// The blob key of a document.

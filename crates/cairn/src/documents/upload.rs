@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use cairn_ingest::detect::{self, Sniffed};
 use cairn_store::collections::CollectionRole;
 use cairn_store::documents::DocumentRow;
-use cairn_store::{Id, StoreError, Timestamp};
+use cairn_store::{Id, StoreError};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization;
@@ -271,31 +271,20 @@ pub(crate) async fn upload(
         incoming.abandon(state).await;
         return duplicate(&ctx, existing, headers.contains_key("idempotency-key")).await;
     }
-    let sealed = crate::crypto::seal(&state.keys.data_key, &file_key.0, id.to_string().as_bytes())
-        .map_err(ApiError::internal)?;
-    let now = Timestamp::now();
-    let row = DocumentRow {
-        id,
-        collection_id: collection,
-        uploaded_by: Some(user),
-        filename,
-        kind: kind.to_owned(),
-        size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
-        content_sha256: sha.clone(),
-        blob_key: super::blob_key(id),
-        sealed_key: sealed,
-        status: "queued".into(),
-        error_code: None,
-        error_message: None,
-        progress_done: 0,
-        progress_total: 0,
-        title: None,
-        chunk_count: 0,
-        created_at: now,
-        updated_at: now,
-        deleted_at: None,
-        deleted_by: None,
-    };
+    let row = super::new_document(
+        state,
+        super::NewFile {
+            id,
+            collection,
+            uploader: user,
+            filename,
+            kind,
+            size,
+            sha256: sha.clone(),
+        },
+        &file_key,
+    )
+    .map_err(ApiError::internal)?;
     let job = super::ingest_job(&state.config, id);
     let quota_limit = (quota > 0).then(|| i64::try_from(quota).unwrap_or(i64::MAX));
     match state
