@@ -51,6 +51,10 @@ install_postgres() {
     rm -rf "$root" "$tmp"
     mv "$root.partial" "$root"
   fi
+  # The wheel's vector.so needs AVX-512; rebuild it portably (once; a marker skips it after).
+  # shellcheck source=scripts/pgvector-build.sh
+  . "$(dirname "${BASH_SOURCE[0]}")/pgvector-build.sh"
+  pgvector_build "$root/pgserver/pginstall" "$dir/pgvector" || return 1
   pg_bin="$root/pgserver/pginstall/bin"
 }
 

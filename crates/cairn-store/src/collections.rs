@@ -84,7 +84,7 @@ const COLUMNS: &str =
     "c.id, c.name, c.description, c.personal_of, c.created_by, c.created_at, c.updated_at";
 
 /// `'viewer', 'editor', 'owner'`: the stored roles at least as strong as `role`, for `IN (…)`.
-fn role_list(role: CollectionRole) -> String {
+pub(crate) fn role_list(role: CollectionRole) -> String {
     role.at_least()
         .iter()
         .map(|r| format!("'{r}'"))

@@ -115,6 +115,29 @@ pub enum ConnectError {
     },
 }
 
+/// Make the `sqlite-vec` extension (the `vec0` virtual table used for vector search) part of
+/// every SQLite connection opened from now on, in this process. Idempotent.
+#[allow(unsafe_code)]
+pub(crate) fn register_sqlite_vec() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        type Init = unsafe extern "C" fn(
+            *mut libsqlite3_sys::sqlite3,
+            *mut *mut std::os::raw::c_char,
+            *const libsqlite3_sys::sqlite3_api_routines,
+        ) -> std::os::raw::c_int;
+        // SAFETY: `sqlite3_vec_init` is the extension's entry point, whose real signature is
+        // `Init`; the crate declares it without arguments only to avoid a dependency on SQLite
+        // types. SQLite calls it for each new connection, as for any auto extension.
+        unsafe {
+            let init: Init = std::mem::transmute::<*const (), Init>(
+                sqlite_vec::sqlite3_vec_init as *const (),
+            );
+            libsqlite3_sys::sqlite3_auto_extension(Some(init));
+        }
+    });
+}
+
 /// An open database: its backend and its pool.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -140,6 +163,7 @@ impl Db {
         for attempt in 1..=attempts {
             let result = match backend {
                 Backend::Sqlite => {
+                    register_sqlite_vec();
                     let connect = SqliteConnectOptions::from_str(&opts.url)
                         .map_err(invalid)?
                         .create_if_missing(true)

@@ -219,6 +219,17 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// End an `indexing` document as `ready` with all its chunks done. False when it was
+    /// deleted or cancelled meanwhile.
+    pub async fn finish_document(&self, id: Id) -> StoreResult<bool> {
+        let sql = "UPDATE documents SET status = 'ready', progress_done = chunk_count, \
+                   progress_total = chunk_count, updated_at = $2 \
+                   WHERE id = $1 AND deleted_at IS NULL AND status = 'indexing'";
+        let n = on_pool!(self.db.pool(), p => sqlx::query(sql).bind(id).bind(Timestamp::now())
+            .execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
     /// Record the exact kind found during ingestion (an office container's).
     pub async fn set_document_kind(&self, id: Id, kind: &str) -> StoreResult<()> {
         let sql = "UPDATE documents SET kind = $2 WHERE id = $1";
@@ -246,9 +257,22 @@ impl Store {
         title: Option<&str>,
         chunks: &[ChunkRow],
     ) -> StoreResult<bool> {
-        let claim = "UPDATE documents SET status = 'ready', chunk_count = $2, title = $3, \
-                     progress_done = $2, progress_total = $2, updated_at = $4 \
-                     WHERE id = $1 AND deleted_at IS NULL AND status IN \
+        self.store_chunks_then(id, title, chunks, true).await
+    }
+
+    /// [`Store::store_chunks`], leaving the document `indexing` (progress 0 of its chunks)
+    /// unless `ready`: the vectors come next, and [`Store::finish_document`] ends it.
+    pub async fn store_chunks_then(
+        &self,
+        id: Id,
+        title: Option<&str>,
+        chunks: &[ChunkRow],
+        ready: bool,
+    ) -> StoreResult<bool> {
+        let claim = "UPDATE documents SET status = CASE WHEN $5 THEN 'ready' ELSE 'indexing' END, \
+                     chunk_count = $2, title = $3, \
+                     progress_done = CASE WHEN $5 THEN $2 ELSE 0 END, progress_total = $2, \
+                     updated_at = $4 WHERE id = $1 AND deleted_at IS NULL AND status IN \
                      ('queued', 'parsing', 'chunking', 'indexing')";
         let clear = "DELETE FROM chunks WHERE document_id = $1";
         // Many rows per statement: one round trip per batch, not per chunk.
@@ -257,7 +281,7 @@ impl Store {
         on_pool!(self.db.pool(), p => {
             let mut tx = p.begin().await?;
             let n = sqlx::query(claim).bind(id).bind(count).bind(title).bind(Timestamp::now())
-                .execute(&mut *tx).await?.rows_affected();
+                .bind(ready).execute(&mut *tx).await?.rows_affected();
             if n == 0 {
                 return Ok(false);
             }

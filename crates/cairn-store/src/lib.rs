@@ -17,6 +17,7 @@
 //! - [`collections`], [`documents`] — collections and their members, documents and chunks
 //!   (membership checked inside every statement that acts for a user).
 //! - [`jobs`] — the durable job queue.
+//! - [`search`] — keyword and vector candidates, access-filtered inside each statement.
 //! - [`standing`] — the short-lived cache of callers' standing, voided on every change.
 
 pub mod accounts;
@@ -30,6 +31,7 @@ pub mod invites;
 pub mod jobs;
 pub mod migrate;
 pub mod schema;
+pub mod search;
 pub mod settings;
 pub mod standing;
 pub mod testing;
@@ -49,6 +51,8 @@ pub use url::redact_url;
 pub struct Store {
     db: Db,
     standing: std::sync::Arc<standing::StandingCache>,
+    /// Vector dimensions whose index this store knows exists.
+    vector_indexes: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<usize>>>,
 }
 
 impl Store {
@@ -61,6 +65,7 @@ impl Store {
         Self {
             db,
             standing: std::sync::Arc::new(cache),
+            vector_indexes: Default::default(),
         }
     }
 

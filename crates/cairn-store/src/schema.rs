@@ -63,11 +63,11 @@ fn postgres_class(udt: &str) -> StorageClass {
     }
 }
 
-/// The keyword index differs by dialect on purpose — an FTS5 table (and its shadow tables) on
-/// SQLite, a `search_tsv` column and its GIN index on PostgreSQL — and is left out of the
-/// comparison.
+/// The search indexes differ by dialect on purpose — an FTS5 table (and its shadow tables) and
+/// `vec0` vector tables on SQLite, a `search_tsv` column with its GIN index and a pgvector
+/// table on PostgreSQL — and are left out of the comparison.
 fn is_search_index(name: &str) -> bool {
-    name.contains("_fts") || name.ends_with("search_tsv")
+    name.contains("_fts") || name.ends_with("search_tsv") || name.starts_with("chunk_vectors")
 }
 
 /// Read the schema the database has now.

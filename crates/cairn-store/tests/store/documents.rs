@@ -531,3 +531,212 @@ pub async fn concurrent_claims_never_share_a_job(backend: Backend) {
     all.dedup();
     assert_eq!((n, all.len()), (200, 200));
 }
+
+/// A unit vector pointing mostly along axis `i` of `dims`.
+fn axis(dims: usize, i: usize, tilt: f32) -> Vec<f32> {
+    let mut v = vec![0.0f32; dims];
+    v[i % dims] = 1.0;
+    v[(i + 1) % dims] = tilt;
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter().map(|x| x / n).collect()
+}
+
+/// Keyword and vector candidates: ranked, filtered to what the caller may read inside the
+/// statement, narrowed by document, kind and date, and gone with their chunks.
+pub async fn search_story(backend: Backend) {
+    use cairn_store::search::SearchFilter;
+    let Some((store, _dir)) = fresh(backend).await else {
+        return;
+    };
+    let (ann, bob, _cat) = users(&store).await;
+    let research = store.create_collection(ann, "Research", "").await.unwrap();
+    let private = store.create_collection(bob, "Bob's", "").await.unwrap();
+    let mut docs = Vec::new();
+    for (i, (collection, by)) in [(research.id, ann), (research.id, ann), (private.id, bob)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut d = document(collection, by, &format!("sha{i}"));
+        if i == 1 {
+            d.kind = "pdf".into();
+        }
+        store
+            .insert_document(by, &d, &ingest_job(d.id), None)
+            .await
+            .unwrap();
+        let texts = [
+            format!("granite ridges and summit cairns, document {i}"),
+            format!("river valleys in spring, document {i}"),
+        ];
+        let rows: Vec<ChunkRow> = texts
+            .iter()
+            .enumerate()
+            .map(|(o, t)| chunk(&d, o as i32, t))
+            .collect();
+        assert!(store
+            .store_chunks_then(d.id, None, &rows, false)
+            .await
+            .unwrap());
+        assert_eq!(store.document(d.id).await.unwrap().unwrap().status, "indexing");
+        docs.push(d);
+    }
+    let model = "test/axes";
+    let dims = 8;
+    // Vectors: chunk ordinal 0 of doc i along axis i, ordinal 1 along axis 4 + i.
+    for (i, d) in docs.iter().enumerate() {
+        let pending = store.chunks_needing_vectors(d.id, model, 10).await.unwrap();
+        assert_eq!(pending.len(), 2);
+        let vectors: Vec<(i64, Vec<f32>)> = pending
+            .iter()
+            .enumerate()
+            .map(|(o, c)| (c.seq, axis(dims, if o == 0 { i } else { 4 + i }, 0.1)))
+            .collect();
+        assert_eq!(store.store_vectors(model, &vectors).await.unwrap(), 2);
+        assert_eq!(store.vector_progress(d.id, model).await.unwrap(), (2, 2));
+        assert!(store.chunks_needing_vectors(d.id, model, 10).await.unwrap().is_empty());
+        // A second model's vectors are separate.
+        assert_eq!(store.chunks_needing_vectors(d.id, "other", 10).await.unwrap().len(), 2);
+        assert!(store.finish_document(d.id).await.unwrap());
+    }
+    let all = SearchFilter::default();
+    let terms = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+
+    // Keyword: Ann finds both of her documents' granite chunks, never Bob's.
+    let kw = store
+        .keyword_candidates(ann, &terms("granite cairns"), &all, 10)
+        .await
+        .unwrap();
+    assert_eq!(kw.len(), 2, "{kw:?}");
+    assert!(kw.windows(2).all(|w| w[0].score >= w[1].score));
+    let found = store
+        .found_chunks(ann, &kw.iter().map(|c| c.seq).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(found.iter().all(|c| c.collection_id == research.id));
+    // Query syntax is only words: nothing breaks, nothing is injected.
+    for q in ["\"", "NEAR", "*", "-", "' OR 1=1 --", "granite\" OR \"x"] {
+        store
+            .keyword_candidates(ann, &[q.to_owned()], &all, 10)
+            .await
+            .unwrap();
+    }
+    // Bob's own collection; and what Bob may not read he cannot fetch by number.
+    let kw_bob = store
+        .keyword_candidates(bob, &terms("granite"), &all, 10)
+        .await
+        .unwrap();
+    assert_eq!(kw_bob.len(), 1);
+    assert!(store.found_chunks(bob, &[kw[0].seq]).await.unwrap().is_empty());
+
+    // Vectors: nearest first, and only readable ones even when the nearest is not.
+    let near_bobs = axis(dims, 2, 0.0);
+    let v = store
+        .vector_candidates(ann, model, &near_bobs, &all, 3)
+        .await
+        .unwrap();
+    assert_eq!(v.len(), 3, "k results among what Ann may read: {v:?}");
+    let seqs: Vec<i64> = v.iter().map(|c| c.seq).collect();
+    let owners = store.found_chunks(ann, &seqs).await.unwrap();
+    assert_eq!(owners.len(), 3);
+    let v_bob = store
+        .vector_candidates(bob, model, &near_bobs, &all, 3)
+        .await
+        .unwrap();
+    assert!((v_bob[0].score - 1.0).abs() < 0.02, "{v_bob:?}");
+    let top = store.found_chunks(bob, &[v_bob[0].seq]).await.unwrap();
+    assert_eq!(top[0].document_id, docs[2].id);
+    // Another model's vectors are never compared.
+    assert!(store
+        .vector_candidates(ann, "other", &near_bobs, &all, 3)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Narrowing: a collection, a document, a kind, a time window.
+    let only_pdf = SearchFilter {
+        kinds: Some(vec!["pdf".into()]),
+        ..SearchFilter::default()
+    };
+    let v = store
+        .vector_candidates(ann, model, &axis(dims, 0, 0.0), &only_pdf, 10)
+        .await
+        .unwrap();
+    let found = store
+        .found_chunks(ann, &v.iter().map(|c| c.seq).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2);
+    assert!(found.iter().all(|c| c.document_id == docs[1].id));
+    let kw = store
+        .keyword_candidates(ann, &terms("granite"), &only_pdf, 10)
+        .await
+        .unwrap();
+    assert_eq!(kw.len(), 1);
+    let one_doc = SearchFilter {
+        documents: Some(vec![docs[0].id]),
+        ..SearchFilter::default()
+    };
+    let v = store
+        .vector_candidates(ann, model, &axis(dims, 1, 0.0), &one_doc, 10)
+        .await
+        .unwrap();
+    assert_eq!(v.len(), 2);
+    let future = SearchFilter {
+        created_after: Some(Timestamp::now().plus_millis(60_000)),
+        ..SearchFilter::default()
+    };
+    assert!(store
+        .vector_candidates(ann, model, &axis(dims, 1, 0.0), &future, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .keyword_candidates(ann, &terms("granite"), &future, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let not_mine = SearchFilter {
+        collections: Some(vec![private.id]),
+        ..SearchFilter::default()
+    };
+    assert!(store
+        .vector_candidates(ann, model, &near_bobs, &not_mine, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Deleting a document takes its vectors and keyword entries with it.
+    store.delete_document(ann, docs[0].id).await.unwrap();
+    let v = store
+        .vector_candidates(ann, model, &axis(dims, 0, 0.0), &all, 10)
+        .await
+        .unwrap();
+    assert_eq!(v.len(), 2, "only the PDF's chunks remain: {v:?}");
+    // Sharing gives access at once.
+    store
+        .share_collection(bob, private.id, ann, CollectionRole::Viewer)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .vector_candidates(ann, model, &near_bobs, &all, 10)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+
+    // Collections record their model.
+    assert!(store.collection_embedding(research.id).await.unwrap().is_none());
+    store.set_collection_embedding(research.id, model, dims).await.unwrap();
+    assert_eq!(
+        store.collection_embedding(research.id).await.unwrap(),
+        Some((model.to_owned(), dims as i32))
+    );
+    let to_embed = store.collections_to_embed("next/model").await.unwrap();
+    assert_eq!(to_embed.len(), 2);
+    assert_eq!(
+        store.documents_to_embed(research.id, "next/model").await.unwrap(),
+        vec![docs[1].id]
+    );
+}

@@ -63,6 +63,7 @@ on_both_backends!(
     collections_story,
     documents_and_chunks_story,
     job_queue_story,
+    search_story,
     concurrent_claims_never_share_a_job,
     accounts_story,
     concurrent_refreshes_with_one_token_rotate_once,
