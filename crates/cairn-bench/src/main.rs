@@ -8,6 +8,7 @@
 mod accounts;
 mod documents;
 mod load;
+mod search;
 mod server;
 
 use std::path::PathBuf;
@@ -38,7 +39,7 @@ struct Args {
     /// Cold starts to time (the median is reported).
     #[arg(long, default_value_t = 15)]
     starts: usize,
-    /// Which measurements: chassis, accounts, documents, or all.
+    /// Which measurements: chassis, accounts, documents, search, or all.
     #[arg(long, default_value = "all")]
     only: String,
 }
@@ -70,6 +71,12 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
+    if args.only == "search" || args.only == "all" {
+        search::run(&runtime, &binary, &args.json)?;
+        if args.only == "search" {
+            return Ok(());
+        }
+    }
     if args.only == "documents" || args.only == "all" {
         documents::run(&runtime, &binary, &args.json)?;
         if args.only == "documents" {

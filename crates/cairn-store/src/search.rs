@@ -405,6 +405,19 @@ impl Store {
             .bind(document).bind(model).bind(i64::from(limit)).fetch_all(p).await)?)
     }
 
+    /// Up to `limit` chunks of any document without a `model` vector, in storage order (bulk
+    /// embedding: a fresh import, an evaluation corpus).
+    pub async fn any_chunks_needing_vectors(
+        &self,
+        model: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<PendingChunk>> {
+        let sql = "SELECT seq, text FROM chunks WHERE embedded_with IS NULL \
+                   OR embedded_with <> $1 ORDER BY seq LIMIT $2";
+        Ok(on_pool!(self.db.pool(), p => sqlx::query_as::<_, PendingChunk>(sql)
+            .bind(model).bind(i64::from(limit)).fetch_all(p).await)?)
+    }
+
     /// How many of `document`'s chunks have a `model` vector, of how many.
     pub async fn vector_progress(&self, document: Id, model: &str) -> StoreResult<(i64, i64)> {
         let sql = "SELECT COALESCE(SUM(CASE WHEN embedded_with = $2 THEN 1 ELSE 0 END), 0), \

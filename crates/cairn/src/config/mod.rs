@@ -170,6 +170,35 @@ pub struct IngestConfig {
     pub deleted_retention: Option<Duration>,
 }
 
+/// Where vectors come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmbeddingProvider {
+    None,
+    Local,
+    OpenAi,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbeddingsConfig {
+    pub provider: EmbeddingProvider,
+    pub model: String,
+    pub model_dir: PathBuf,
+    pub url: Option<Url>,
+    pub api_key: Option<Secret>,
+    pub batch_size: usize,
+    pub concurrency: usize,
+    pub max_tokens: usize,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchConfig {
+    pub default_top_k: u32,
+    pub max_top_k: u32,
+    pub max_query_chars: usize,
+    pub ranking: crate::search::Ranking,
+}
+
 #[derive(Debug, Clone)]
 pub struct HealthConfig {
     pub check_cache: Duration,
@@ -202,6 +231,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub uploads: UploadConfig,
     pub ingest: IngestConfig,
+    pub embeddings: EmbeddingsConfig,
+    pub search: SearchConfig,
     /// `None`: keep audit entries forever.
     pub audit_retention: Option<Duration>,
     raw: load::RawValues,
@@ -236,9 +267,10 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             p.fail("log_level", format!("not a valid log filter: {e}"));
         }
+        let data_dir = PathBuf::from(p.text("data_dir"));
         let config = Config {
             mode,
-            data_dir: PathBuf::from(p.text("data_dir")),
+            data_dir: data_dir.clone(),
             listen: p
                 .parse("listen", "an address like 127.0.0.1:8080")
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -350,6 +382,60 @@ impl Config {
                 ),
                 zip_max_ratio: p.number("uploads.zip_max_ratio", 1, 100_000),
                 timeout: Duration::from_secs(p.number("uploads.timeout_secs", 1, 86_400)),
+            },
+            embeddings: {
+                let provider = match p.text("embeddings.provider") {
+                    "local" => EmbeddingProvider::Local,
+                    "openai" => EmbeddingProvider::OpenAi,
+                    _ => EmbeddingProvider::None,
+                };
+                let model = p.text("embeddings.model").trim().to_owned();
+                let model_dir = match p.optional("embeddings.model_dir") {
+                    Some(d) => PathBuf::from(d),
+                    None => data_dir.join("models").join(&model),
+                };
+                let url = p.optional("embeddings.url");
+                let url = match url.as_deref().map(Url::parse) {
+                    None => None,
+                    Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => Some(u),
+                    Some(_) => {
+                        p.fail("embeddings.url", "expected an http(s) URL such as https://api.openai.com/v1".into());
+                        None
+                    }
+                };
+                if provider == EmbeddingProvider::OpenAi && url.is_none() {
+                    p.fail("embeddings.url", "`embeddings.provider = \"openai\"` needs the endpoint's base URL".into());
+                }
+                if provider != EmbeddingProvider::None && model.is_empty() {
+                    p.fail("embeddings.model", "name the embedding model".into());
+                }
+                EmbeddingsConfig {
+                    provider,
+                    model,
+                    model_dir,
+                    url,
+                    api_key: p.secret("embeddings.api_key"),
+                    batch_size: p.number("embeddings.batch_size", 1, 4096),
+                    concurrency: p.number("embeddings.concurrency", 1, 64),
+                    max_tokens: p.number("embeddings.max_tokens", 8, 8192),
+                    timeout: Duration::from_secs(p.number("embeddings.timeout_secs", 1, 3600)),
+                }
+            },
+            search: {
+                let max_top_k: u32 = p.number("search.max_top_k", 1, 1000);
+                SearchConfig {
+                    default_top_k: p.number::<u32>("search.default_top_k", 1, 1000).min(max_top_k),
+                    max_top_k,
+                    max_query_chars: p.number("search.max_query_chars", 1, 100_000),
+                    ranking: crate::search::Ranking {
+                        rrf_k: p.number::<u32>("search.rrf_k", 1, 10_000).into(),
+                        keyword_weight: p.decimal("search.keyword_weight", 100.0),
+                        semantic_weight: p.decimal("search.semantic_weight", 100.0),
+                        candidates: p.number("search.candidates", 1, 10_000),
+                        snippet_chars: p.number("search.snippet_chars", 20, 10_000),
+                        ..crate::search::Ranking::default()
+                    },
+                }
             },
             ingest: IngestConfig {
                 workers: p.number("ingest.workers", 0, 64),
@@ -520,6 +606,22 @@ impl Parser<'_> {
                 let message = format!("expected true or false, got `{other}`");
                 self.fail(key, message);
                 false
+            }
+        }
+    }
+
+    /// A number from 0 to `max`, fractions allowed.
+    fn decimal(&mut self, key: &str, max: f64) -> f64 {
+        let value = self.raw.get(key).0;
+        match value.trim().parse::<f64>() {
+            Ok(n) if n.is_finite() && (0.0..=max).contains(&n) => n,
+            Ok(n) => {
+                self.fail(key, format!("{n} is out of range: use 0 to {max}"));
+                0.0
+            }
+            Err(_) => {
+                self.fail(key, format!("expected a number, got `{value}`"));
+                0.0
             }
         }
     }

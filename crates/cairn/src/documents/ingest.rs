@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use cairn_ingest::chunk::{self, ChunkOptions};
+use cairn_ingest::chunk;
 use cairn_ingest::{detect, Kind};
 use cairn_store::documents::{ChunkRow, DocumentRow};
 use cairn_store::{Id, Json};
@@ -73,6 +73,10 @@ pub async fn run(
     if doc.deleted_at.is_some() || doc.status == "cancelled" {
         return Ok(Outcome::Done);
     }
+    // An earlier attempt stored the chunks and was embedding them: carry on from there.
+    if doc.status == "indexing" && doc.chunk_count > 0 && state.embedder.is_some() {
+        return add_vectors(state, &doc, alive).await;
+    }
     if !store.set_document_stage(doc.id, "parsing", (0, 0)).await? {
         return Ok(Outcome::Done);
     }
@@ -97,15 +101,7 @@ pub async fn run(
     let read_ms = started.elapsed().as_millis();
 
     let limits = super::limits(&state.config);
-    let options = ChunkOptions {
-        target_tokens: state.config.ingest.chunk_tokens,
-        overlap_tokens: state
-            .config
-            .ingest
-            .chunk_overlap_tokens
-            .min(state.config.ingest.chunk_tokens / 2),
-        ..ChunkOptions::default()
-    };
+    let options = super::chunk_options(&state.config);
     let declared = doc.kind.clone();
     let config = state.config.clone();
     let limit = state.config.ingest.parse_timeout;
@@ -198,9 +194,23 @@ pub async fn run(
             .await?;
     }
     let t = std::time::Instant::now();
-    store
-        .store_chunks(doc.id, extracted.title.as_deref(), &rows)
+    let stored = store
+        .store_chunks_then(
+            doc.id,
+            extracted.title.as_deref(),
+            &rows,
+            state.embedder.is_none(),
+        )
         .await?;
+    let store_ms = t.elapsed().as_millis();
+    if stored && state.embedder.is_some() {
+        let t = std::time::Instant::now();
+        add_vectors(state, &doc, alive).await?;
+        tracing::info!(
+            document = %doc.id, chunks = rows.len(), embed_ms = t.elapsed().as_millis(),
+            "document embedded"
+        );
+    }
     state.metrics.observe_ingest(
         extracted.kind.as_str(),
         true,
@@ -210,9 +220,36 @@ pub async fn run(
     tracing::info!(
         document = %doc.id, kind = extracted.kind.as_str(), bytes = doc.size_bytes,
         chunks = rows.len(), read_ms, parse_ms = extracted.parse_ms,
-        chunk_ms = extracted.chunk_ms, store_ms = t.elapsed().as_millis(),
+        chunk_ms = extracted.chunk_ms, store_ms,
         total_ms = started.elapsed().as_millis(), "document ingested"
     );
+    Ok(Outcome::Done)
+}
+
+/// The `indexing` stage's second half: a vector for every chunk, then `ready`. An embedding
+/// failure is retried like a storage failure (the model or its endpoint may come back).
+async fn add_vectors(
+    state: &AppState,
+    doc: &DocumentRow,
+    alive: &(dyn Fn() -> bool + Sync),
+) -> Result<Outcome, Transient> {
+    let Some(embedder) = &state.embedder else {
+        return Ok(Outcome::Done);
+    };
+    crate::search::embed::claim_collection(&state.store, embedder, doc.collection_id).await?;
+    let complete = crate::search::embed::embed_document(
+        &state.store,
+        embedder,
+        doc.id,
+        alive,
+        true,
+        Some(&state.metrics),
+    )
+    .await
+    .map_err(|e| Transient(e.to_string()))?;
+    if complete {
+        state.store.finish_document(doc.id).await?;
+    }
     Ok(Outcome::Done)
 }
 

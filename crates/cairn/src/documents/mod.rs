@@ -66,6 +66,18 @@ pub fn any_office_allowed(config: &Config) -> bool {
 }
 
 /// The parser limits this configuration sets.
+/// How documents are cut into chunks (`ingest.chunk_*`).
+pub fn chunk_options(config: &Config) -> cairn_ingest::chunk::ChunkOptions {
+    cairn_ingest::chunk::ChunkOptions {
+        target_tokens: config.ingest.chunk_tokens,
+        overlap_tokens: config
+            .ingest
+            .chunk_overlap_tokens
+            .min(config.ingest.chunk_tokens / 2),
+        ..cairn_ingest::chunk::ChunkOptions::default()
+    }
+}
+
 pub fn limits(config: &Config) -> cairn_ingest::Limits {
     cairn_ingest::Limits {
         max_zip_entries: config.uploads.zip_max_entries,

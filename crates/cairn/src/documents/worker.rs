@@ -70,6 +70,17 @@ pub fn spawn(state: &AppState, workers: usize) -> Workers {
     }
     set.spawn(watchdog(state.clone()));
     set.spawn(maintenance(state.clone()));
+    if workers > 0 {
+        // Documents embedded with another model (or none) get vectors from this one.
+        let s = state.clone();
+        set.spawn(async move {
+            match crate::search::embed::queue_reembedding(&s).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "queued re-embedding for the configured model"),
+                Err(e) => tracing::warn!(error = %e, "could not queue re-embedding"),
+            }
+        });
+    }
     Workers { set, running }
 }
 
@@ -81,7 +92,12 @@ fn hostname() -> String {
 
 async fn work(state: AppState, name: String, running: Running) {
     loop {
-        match state.store.claim_job(&name, &[super::INGEST_JOB]).await {
+        let kinds: &[&str] = if state.embedder.is_some() {
+            &[super::INGEST_JOB, crate::search::embed::EMBED_JOB]
+        } else {
+            &[super::INGEST_JOB]
+        };
+        match state.store.claim_job(&name, kinds).await {
             Ok(Some(job)) => {
                 let id = job.id;
                 if let Ok(mut r) = running.lock() {
@@ -136,7 +152,9 @@ pub async fn run_job(state: &AppState, worker: &str, job: JobRow) {
         let alive = alive.clone();
         move || alive.load(Ordering::Acquire)
     };
+    let is_ingest = job.kind == super::INGEST_JOB;
     let result = match document {
+        Some(id) if !is_ingest => reembed(state, id, &still).await,
         Some(id) => ingest::run(state, id, &still).await,
         None => Ok(Outcome::Rejected {
             code: "bad_job",
@@ -162,7 +180,7 @@ pub async fn run_job(state: &AppState, worker: &str, job: JobRow) {
             let shown = "a storage or database error; it is retried (details in the server log)";
             match store.fail_job(job.id, worker, shown, Some(retry_at)).await {
                 Ok(Some(j)) if j.status == "failed" => {
-                    if let Some(id) = document {
+                    if let Some(id) = document.filter(|_| is_ingest) {
                         let _ = store
                             .fail_document(
                                 id,
@@ -177,7 +195,7 @@ pub async fn run_job(state: &AppState, worker: &str, job: JobRow) {
                     Ok(())
                 }
                 Ok(_) => {
-                    if let Some(id) = document {
+                    if let Some(id) = document.filter(|_| is_ingest) {
                         let _ = store.set_document_stage(id, "queued", (0, 0)).await;
                     }
                     Ok(())
@@ -189,6 +207,28 @@ pub async fn run_job(state: &AppState, worker: &str, job: JobRow) {
     if let Err(e) = outcome {
         tracing::warn!(job = %job.id, error = %e, "could not record a job's end; the watchdog will");
     }
+}
+
+/// An `embed` job: give a ready document's chunks vectors from the current model.
+async fn reembed(
+    state: &AppState,
+    document: Id,
+    alive: &(dyn Fn() -> bool + Sync),
+) -> Result<Outcome, ingest::Transient> {
+    let Some(embedder) = &state.embedder else {
+        return Ok(Outcome::Done);
+    };
+    crate::search::embed::embed_document(
+        &state.store,
+        embedder,
+        document,
+        alive,
+        false,
+        Some(&state.metrics),
+    )
+    .await
+    .map_err(|e| ingest::Transient(e.to_string()))?;
+    Ok(Outcome::Done)
 }
 
 async fn watchdog(state: AppState) {

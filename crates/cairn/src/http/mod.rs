@@ -141,6 +141,7 @@ pub fn api_routes() -> ApiRoutes {
         .merge(crate::accounts::preferences::routes())
         .merge(crate::accounts::workspace::routes())
         .merge(crate::documents::routes::routes())
+        .merge(crate::search::routes::routes())
         .merge(openapi::routes())
 }
 

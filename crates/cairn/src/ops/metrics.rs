@@ -39,6 +39,11 @@ struct IngestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SearchLabels {
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
     kind: String,
     status: String,
@@ -68,6 +73,8 @@ pub struct Metrics {
     ingest_bytes: Counter,
     ingest_duration: Family<IngestLabels, Histogram>,
     jobs: Family<JobLabels, Gauge>,
+    searches: Family<SearchLabels, Histogram>,
+    embedded_chunks: Counter,
 }
 
 impl Metrics {
@@ -137,6 +144,20 @@ impl Metrics {
             "Jobs in the queue, by kind and status (sampled at each scrape)",
             jobs.clone(),
         );
+        let searches = Family::<SearchLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "search_duration_seconds",
+            "Time to answer a search (query embedding included), by the mode that ran",
+            searches.clone(),
+        );
+        let embedded_chunks = Counter::default();
+        registry.register(
+            "embedded_chunks",
+            "Chunks given a vector by the embedding model",
+            embedded_chunks.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -152,7 +173,21 @@ impl Metrics {
             ingest_bytes,
             ingest_duration,
             jobs,
+            searches,
+            embedded_chunks,
         }
+    }
+
+    /// A search answered in `secs` seconds.
+    pub fn observe_search(&self, mode: &'static str, secs: f64) {
+        self.searches
+            .get_or_create(&SearchLabels { mode })
+            .observe(secs);
+    }
+
+    /// `n` more chunks have vectors.
+    pub fn observe_embedded(&self, n: u64) {
+        self.embedded_chunks.inc_by(n);
     }
 
     /// One ingestion attempt ended: `ready` (with the document's size) or `failed`.

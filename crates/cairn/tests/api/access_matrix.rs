@@ -167,6 +167,7 @@ const MATRIX: &[(&str, &str, Access, Option<Scope>)] = &[
         Access::Member,
         Some(Scope::Read),
     ),
+    ("POST", "/api/search", Access::Member, Some(Scope::Read)),
     (
         "GET",
         "/api/documents/{id}/chunks",

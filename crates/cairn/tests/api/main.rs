@@ -15,6 +15,7 @@ mod health;
 mod http;
 mod invites;
 mod rate_limits;
+mod search;
 mod replicas;
 mod startup;
 mod totp;
