@@ -236,7 +236,11 @@ fn ingestion_with(
     }
     s.stop()?;
     let mb = total as f64 / 1e6;
-    Ok((mb / elapsed.as_secs_f64(), mb / uploaded.as_secs_f64(), chunks))
+    Ok((
+        mb / elapsed.as_secs_f64(),
+        mb / uploaded.as_secs_f64(),
+        chunks,
+    ))
 }
 
 /// Peak-RSS growth of the server while it takes one upload of `size` bytes.

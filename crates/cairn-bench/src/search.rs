@@ -157,7 +157,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// p50/p99 in ms of `queries` searches in `mode`.
-async fn latency(store: &Store, user: Id, mode: Mode, queries: usize) -> anyhow::Result<(f64, f64)> {
+async fn latency(
+    store: &Store,
+    user: Id,
+    mode: Mode,
+    queries: usize,
+) -> anyhow::Result<(f64, f64)> {
     let vocab = vocabulary(20_000);
     let mut rng = Rng(7);
     let ranking = Ranking::default();
@@ -248,7 +253,9 @@ fn embedding_throughput(dir: &Path) -> anyhow::Result<serde_json::Value> {
     for _ in 0..3 {
         let t = Instant::now();
         for batch in texts.chunks(32) {
-            model.embed_blocking(batch).map_err(|e| anyhow::anyhow!("{e}"))?;
+            model
+                .embed_blocking(batch)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         rates.push(texts.len() as f64 / t.elapsed().as_secs_f64());
     }

@@ -65,10 +65,7 @@ pub struct Bert {
 fn fused_qkv(vb: &VarBuilder, hidden: usize) -> Result<Linear> {
     let part = |name: &str| -> Result<(Tensor, Tensor)> {
         let p = vb.pp(name);
-        Ok((
-            p.get((hidden, hidden), "weight")?,
-            p.get(hidden, "bias")?,
-        ))
+        Ok((p.get((hidden, hidden), "weight")?, p.get(hidden, "bias")?))
     };
     let (qw, qb) = part("query")?;
     let (kw, kb) = part("key")?;
@@ -84,10 +81,13 @@ impl Bert {
         if c.hidden_act != "gelu" {
             candle_core::bail!("unsupported hidden_act {} (only gelu)", c.hidden_act);
         }
-        if c.position_embedding_type.as_deref().is_some_and(|t| t != "absolute") {
+        if c.position_embedding_type
+            .as_deref()
+            .is_some_and(|t| t != "absolute")
+        {
             candle_core::bail!("only absolute position embeddings are supported");
         }
-        if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             candle_core::bail!("hidden_size is not a multiple of num_attention_heads");
         }
         // Some exports prefix every tensor with `bert.`.
@@ -99,8 +99,16 @@ impl Bert {
         let e = vb.pp("embeddings");
         let embeddings = Embeddings {
             words: embedding(c.vocab_size, c.hidden_size, e.pp("word_embeddings"))?,
-            positions: embedding(c.max_position_embeddings, c.hidden_size, e.pp("position_embeddings"))?,
-            types: embedding(c.type_vocab_size, c.hidden_size, e.pp("token_type_embeddings"))?,
+            positions: embedding(
+                c.max_position_embeddings,
+                c.hidden_size,
+                e.pp("position_embeddings"),
+            )?,
+            types: embedding(
+                c.type_vocab_size,
+                c.hidden_size,
+                e.pp("token_type_embeddings"),
+            )?,
             norm: layer_norm(c.hidden_size, c.layer_norm_eps, e.pp("LayerNorm"))?,
         };
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
@@ -113,7 +121,11 @@ impl Bert {
                 head_size: c.hidden_size / c.num_attention_heads,
                 attn_out: linear(c.hidden_size, c.hidden_size, a.pp("output.dense"))?,
                 attn_norm: layer_norm(c.hidden_size, c.layer_norm_eps, a.pp("output.LayerNorm"))?,
-                up: linear(c.hidden_size, c.intermediate_size, l.pp("intermediate.dense"))?,
+                up: linear(
+                    c.hidden_size,
+                    c.intermediate_size,
+                    l.pp("intermediate.dense"),
+                )?,
                 down: linear(c.intermediate_size, c.hidden_size, l.pp("output.dense"))?,
                 out_norm: layer_norm(c.hidden_size, c.layer_norm_eps, l.pp("output.LayerNorm"))?,
             });

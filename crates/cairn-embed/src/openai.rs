@@ -82,7 +82,9 @@ impl OpenAiEmbedder {
         let probe = me.call(&["dimension probe".to_owned()]).await?;
         me.dimensions = probe.first().map(Vec::len).unwrap_or(0);
         if me.dimensions == 0 {
-            return Err(EmbedError::Protocol("the probe returned an empty vector".into()));
+            return Err(EmbedError::Protocol(
+                "the probe returned an empty vector".into(),
+            ));
         }
         Ok(me)
     }

@@ -53,7 +53,10 @@ async fn local_embeddings_match_the_reference_implementation() {
         let alone = embedder.embed_one(s).await.unwrap_or_default();
         let cos_ref = dot(&together[i], &expected[i]);
         let cos_alone = dot(&alone, &expected[i]);
-        eprintln!("cos(cairn, reference) = {cos_ref:.6} batched, {cos_alone:.6} alone: {:.40}", s);
+        eprintln!(
+            "cos(cairn, reference) = {cos_ref:.6} batched, {cos_alone:.6} alone: {:.40}",
+            s
+        );
         assert!(cos_ref > 0.9999, "{s}: {cos_ref}");
         assert!(cos_alone > 0.9999, "{s}: {cos_alone}");
         assert!((dot(&alone, &alone) - 1.0).abs() < 1e-4, "unit length");
@@ -70,7 +73,10 @@ async fn a_directory_without_a_model_is_a_clear_error() {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(err.contains("config.json") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("config.json") && err.contains("missing"),
+        "{err}"
+    );
     std::fs::write(dir.join("config.json"), "{not json").unwrap_or_default();
     std::fs::write(dir.join("tokenizer.json"), "{}").unwrap_or_default();
     std::fs::write(dir.join("model.safetensors"), "nope").unwrap_or_default();
@@ -92,13 +98,25 @@ fn tempfile_dir() -> PathBuf {
 async fn empty_and_long_texts_embed() {
     let Some(dir) = model_dir() else { return };
     let model = Arc::new(
-        LocalModel::load(&dir, "all-MiniLM-L6-v2", LocalOptions { batch_size: 3, ..LocalOptions::default() })
-            .unwrap_or_else(|e| panic!("{e}")),
+        LocalModel::load(
+            &dir,
+            "all-MiniLM-L6-v2",
+            LocalOptions {
+                batch_size: 3,
+                ..LocalOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
     );
     let long = "word ".repeat(5000);
     assert!(model.count_tokens(&long) > 5000);
     let texts: Vec<String> = vec!["".into(), long, "short".into(), "x".into(), "y z".into()];
-    let out = Embedder::Local(model).embed(texts).await.unwrap_or_default();
+    let out = Embedder::Local(model)
+        .embed(texts)
+        .await
+        .unwrap_or_default();
     assert_eq!(out.len(), 5);
-    assert!(out.iter().all(|v| v.len() == 384 && v.iter().all(|x| x.is_finite())));
+    assert!(out
+        .iter()
+        .all(|v| v.len() == 384 && v.iter().all(|x| x.is_finite())));
 }

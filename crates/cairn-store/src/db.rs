@@ -130,9 +130,8 @@ pub(crate) fn register_sqlite_vec() {
         // `Init`; the crate declares it without arguments only to avoid a dependency on SQLite
         // types. SQLite calls it for each new connection, as for any auto extension.
         unsafe {
-            let init: Init = std::mem::transmute::<*const (), Init>(
-                sqlite_vec::sqlite3_vec_init as *const (),
-            );
+            let init: Init =
+                std::mem::transmute::<*const (), Init>(sqlite_vec::sqlite3_vec_init as *const ());
             libsqlite3_sys::sqlite3_auto_extension(Some(init));
         }
     });

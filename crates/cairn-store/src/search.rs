@@ -118,7 +118,8 @@ impl Store {
         if terms.is_empty() {
             return Ok(Vec::new());
         }
-        let member = crate::collections::member_check("c.collection_id", "$1", CollectionRole::Viewer);
+        let member =
+            crate::collections::member_check("c.collection_id", "$1", CollectionRole::Viewer);
         let collections = json_ids(&filter.collections);
         let documents = json_ids(&filter.documents);
         let kinds = filter.kinds.clone().map(Json);
@@ -234,8 +235,11 @@ impl Store {
                     .await?
             }
             crate::Pool::Postgres(p) => {
-                let member =
-                    crate::collections::member_check("v.collection_id", "$4", CollectionRole::Viewer);
+                let member = crate::collections::member_check(
+                    "v.collection_id",
+                    "$4",
+                    CollectionRole::Viewer,
+                );
                 let sql = format!(
                     "SELECT v.seq, (1.0 - (v.embedding::vector({dims}) <=> $1::text::vector({dims})))::float8 \
                      FROM chunk_vectors v \
@@ -290,7 +294,8 @@ impl Store {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
-        let member = crate::collections::member_check("c.collection_id", "$1", CollectionRole::Viewer);
+        let member =
+            crate::collections::member_check("c.collection_id", "$1", CollectionRole::Viewer);
         let list = Json(seqs.to_vec());
         let select = "SELECT c.seq, c.id, c.document_id, c.collection_id, c.ordinal, c.text, \
                       c.token_count, c.location, d.title, d.filename, d.kind, \
@@ -306,8 +311,10 @@ impl Store {
                  AND d.deleted_at IS NULL AND {member}"
             ),
         };
-        Ok(on_pool!(self.db.pool(), p => sqlx::query_as::<_, FoundChunk>(&sql)
-            .bind(actor).bind(list).fetch_all(p).await)?)
+        Ok(
+            on_pool!(self.db.pool(), p => sqlx::query_as::<_, FoundChunk>(&sql)
+            .bind(actor).bind(list).fetch_all(p).await)?,
+        )
     }
 
     /// Whether vectors of `dims` dimensions can be stored and searched; creates their index
@@ -401,8 +408,10 @@ impl Store {
     ) -> StoreResult<Vec<PendingChunk>> {
         let sql = "SELECT seq, text FROM chunks WHERE document_id = $1 \
                    AND (embedded_with IS NULL OR embedded_with <> $2) ORDER BY ordinal LIMIT $3";
-        Ok(on_pool!(self.db.pool(), p => sqlx::query_as::<_, PendingChunk>(sql)
-            .bind(document).bind(model).bind(i64::from(limit)).fetch_all(p).await)?)
+        Ok(
+            on_pool!(self.db.pool(), p => sqlx::query_as::<_, PendingChunk>(sql)
+            .bind(document).bind(model).bind(i64::from(limit)).fetch_all(p).await)?,
+        )
     }
 
     /// Up to `limit` chunks of any document without a `model` vector, in storage order (bulk
@@ -414,8 +423,10 @@ impl Store {
     ) -> StoreResult<Vec<PendingChunk>> {
         let sql = "SELECT seq, text FROM chunks WHERE embedded_with IS NULL \
                    OR embedded_with <> $1 ORDER BY seq LIMIT $2";
-        Ok(on_pool!(self.db.pool(), p => sqlx::query_as::<_, PendingChunk>(sql)
-            .bind(model).bind(i64::from(limit)).fetch_all(p).await)?)
+        Ok(
+            on_pool!(self.db.pool(), p => sqlx::query_as::<_, PendingChunk>(sql)
+            .bind(model).bind(i64::from(limit)).fetch_all(p).await)?,
+        )
     }
 
     /// How many of `document`'s chunks have a `model` vector, of how many.
@@ -527,7 +538,10 @@ impl Store {
     }
 
     /// Collections whose recorded model is not `model` (or none yet) and that have chunks.
-    pub async fn collections_to_embed(&self, model: &str) -> StoreResult<Vec<(Id, Option<String>)>> {
+    pub async fn collections_to_embed(
+        &self,
+        model: &str,
+    ) -> StoreResult<Vec<(Id, Option<String>)>> {
         let sql = "SELECT c.id, c.embedding_model FROM collections c \
                    WHERE (c.embedding_model IS NULL OR c.embedding_model <> $1) \
                    AND EXISTS (SELECT 1 FROM chunks k WHERE k.collection_id = c.id) ORDER BY c.id";
@@ -540,8 +554,10 @@ impl Store {
                    AND d.deleted_at IS NULL AND d.status = 'ready' AND EXISTS \
                    (SELECT 1 FROM chunks c WHERE c.document_id = d.id \
                     AND (c.embedded_with IS NULL OR c.embedded_with <> $2)) ORDER BY d.id";
-        Ok(on_pool!(self.db.pool(), p => sqlx::query_scalar(sql).bind(collection)
-            .bind(model).fetch_all(p).await)?)
+        Ok(
+            on_pool!(self.db.pool(), p => sqlx::query_scalar(sql).bind(collection)
+            .bind(model).fetch_all(p).await)?,
+        )
     }
 }
 

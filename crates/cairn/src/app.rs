@@ -310,9 +310,7 @@ async fn connect_redis(
 /// storage. Also returns the API router, whose rules the state holds.
 /// Load the configured embedding model: a local one from its directory (off the runtime), or
 /// a remote one after a probe call that learns its dimension.
-pub async fn load_embedder(
-    config: &Config,
-) -> Result<Option<cairn_embed::Embedder>, StartError> {
+pub async fn load_embedder(config: &Config) -> Result<Option<cairn_embed::Embedder>, StartError> {
     use crate::config::EmbeddingProvider;
     let e = &config.embeddings;
     let embedder = match e.provider {

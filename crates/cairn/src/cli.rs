@@ -286,7 +286,17 @@ async fn dispatch(cli: Cli) -> ExitCode {
             max_queries,
             database_url,
             json,
-        }) => eval_retrieval(&cli, dataset, modes, *max_queries, database_url.as_deref(), *json).await,
+        }) => {
+            eval_retrieval(
+                &cli,
+                dataset,
+                modes,
+                *max_queries,
+                database_url.as_deref(),
+                *json,
+            )
+            .await
+        }
         Command::Health { url, timeout_secs } => health(&cli, url.as_deref(), *timeout_secs).await,
         Command::Version { json } => {
             version(*json);
@@ -404,7 +414,10 @@ async fn eval_retrieval(
         for mode in chosen {
             match eval::score_mode(&state, &state.store, user, &docs, &data_set, mode).await? {
                 Some(s) => scores.push(s),
-                None => eprintln!("{}: skipped (no embedding model is configured)", mode.as_str()),
+                None => eprintln!(
+                    "{}: skipped (no embedding model is configured)",
+                    mode.as_str()
+                ),
             }
         }
         state.store.db().close().await;
@@ -414,7 +427,10 @@ async fn eval_retrieval(
     match result {
         Ok(scores) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&scores).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&scores).unwrap_or_default()
+                );
             } else {
                 print!("{}", eval::table(&scores));
             }

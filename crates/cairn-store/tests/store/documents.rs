@@ -577,7 +577,10 @@ pub async fn search_story(backend: Backend) {
             .store_chunks_then(d.id, None, &rows, false)
             .await
             .unwrap());
-        assert_eq!(store.document(d.id).await.unwrap().unwrap().status, "indexing");
+        assert_eq!(
+            store.document(d.id).await.unwrap().unwrap().status,
+            "indexing"
+        );
         docs.push(d);
     }
     let model = "test/axes";
@@ -593,9 +596,20 @@ pub async fn search_story(backend: Backend) {
             .collect();
         assert_eq!(store.store_vectors(model, &vectors).await.unwrap(), 2);
         assert_eq!(store.vector_progress(d.id, model).await.unwrap(), (2, 2));
-        assert!(store.chunks_needing_vectors(d.id, model, 10).await.unwrap().is_empty());
+        assert!(store
+            .chunks_needing_vectors(d.id, model, 10)
+            .await
+            .unwrap()
+            .is_empty());
         // A second model's vectors are separate.
-        assert_eq!(store.chunks_needing_vectors(d.id, "other", 10).await.unwrap().len(), 2);
+        assert_eq!(
+            store
+                .chunks_needing_vectors(d.id, "other", 10)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
         assert!(store.finish_document(d.id).await.unwrap());
     }
     let all = SearchFilter::default();
@@ -626,7 +640,11 @@ pub async fn search_story(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(kw_bob.len(), 1);
-    assert!(store.found_chunks(bob, &[kw[0].seq]).await.unwrap().is_empty());
+    assert!(store
+        .found_chunks(bob, &[kw[0].seq])
+        .await
+        .unwrap()
+        .is_empty());
 
     // Vectors: nearest first, and only readable ones even when the nearest is not.
     let near_bobs = axis(dims, 2, 0.0);
@@ -727,8 +745,15 @@ pub async fn search_story(backend: Backend) {
     );
 
     // Collections record their model.
-    assert!(store.collection_embedding(research.id).await.unwrap().is_none());
-    store.set_collection_embedding(research.id, model, dims).await.unwrap();
+    assert!(store
+        .collection_embedding(research.id)
+        .await
+        .unwrap()
+        .is_none());
+    store
+        .set_collection_embedding(research.id, model, dims)
+        .await
+        .unwrap();
     assert_eq!(
         store.collection_embedding(research.id).await.unwrap(),
         Some((model.to_owned(), dims as i32))
@@ -736,7 +761,10 @@ pub async fn search_story(backend: Backend) {
     let to_embed = store.collections_to_embed("next/model").await.unwrap();
     assert_eq!(to_embed.len(), 2);
     assert_eq!(
-        store.documents_to_embed(research.id, "next/model").await.unwrap(),
+        store
+            .documents_to_embed(research.id, "next/model")
+            .await
+            .unwrap(),
         vec![docs[1].id]
     );
 }

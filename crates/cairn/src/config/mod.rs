@@ -399,12 +399,18 @@ impl Config {
                     None => None,
                     Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => Some(u),
                     Some(_) => {
-                        p.fail("embeddings.url", "expected an http(s) URL such as https://api.openai.com/v1".into());
+                        p.fail(
+                            "embeddings.url",
+                            "expected an http(s) URL such as https://api.openai.com/v1".into(),
+                        );
                         None
                     }
                 };
                 if provider == EmbeddingProvider::OpenAi && url.is_none() {
-                    p.fail("embeddings.url", "`embeddings.provider = \"openai\"` needs the endpoint's base URL".into());
+                    p.fail(
+                        "embeddings.url",
+                        "`embeddings.provider = \"openai\"` needs the endpoint's base URL".into(),
+                    );
                 }
                 if provider != EmbeddingProvider::None && model.is_empty() {
                     p.fail("embeddings.model", "name the embedding model".into());
@@ -424,7 +430,9 @@ impl Config {
             search: {
                 let max_top_k: u32 = p.number("search.max_top_k", 1, 1000);
                 SearchConfig {
-                    default_top_k: p.number::<u32>("search.default_top_k", 1, 1000).min(max_top_k),
+                    default_top_k: p
+                        .number::<u32>("search.default_top_k", 1, 1000)
+                        .min(max_top_k),
                     max_top_k,
                     max_query_chars: p.number("search.max_query_chars", 1, 100_000),
                     ranking: crate::search::Ranking {

@@ -52,7 +52,9 @@ pub async fn embed_document(
         if !alive() {
             return Ok(false);
         }
-        let pending = store.chunks_needing_vectors(document, &model, ROUND).await?;
+        let pending = store
+            .chunks_needing_vectors(document, &model, ROUND)
+            .await?;
         if pending.is_empty() {
             return Ok(true);
         }
@@ -65,7 +67,10 @@ pub async fn embed_document(
         }
         if show_progress {
             let (done, total) = store.vector_progress(document, &model).await?;
-            if !store.set_document_stage(document, "indexing", (done, total)).await? {
+            if !store
+                .set_document_stage(document, "indexing", (done, total))
+                .await?
+            {
                 return Ok(false);
             }
         }
@@ -105,7 +110,9 @@ pub async fn queue_reembedding(state: &AppState) -> Result<usize, StoreError> {
                 .store
                 .latest_job_for(&document.to_string())
                 .await?
-                .is_some_and(|j| j.kind == EMBED_JOB && matches!(j.status.as_str(), "queued" | "running"));
+                .is_some_and(|j| {
+                    j.kind == EMBED_JOB && matches!(j.status.as_str(), "queued" | "running")
+                });
             if !pending {
                 state
                     .store

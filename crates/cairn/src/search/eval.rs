@@ -76,7 +76,11 @@ impl Dataset {
                 continue;
             }
             let grade: u32 = cols[2].trim().parse().with_context(|| {
-                format!("{}:{}: the score is not a whole number", qrels_path.display(), n + 1)
+                format!(
+                    "{}:{}: the score is not a whole number",
+                    qrels_path.display(),
+                    n + 1
+                )
             })?;
             if grade > 0 {
                 qrels
@@ -261,8 +265,7 @@ pub async fn load_corpus(
             }
             let texts = pending.iter().map(|c| c.text.clone()).collect();
             let vectors = embedder.embed(texts).await?;
-            let pairs: Vec<(i64, Vec<f32>)> =
-                pending.iter().map(|c| c.seq).zip(vectors).collect();
+            let pairs: Vec<(i64, Vec<f32>)> = pending.iter().map(|c| c.seq).zip(vectors).collect();
             store.store_vectors(&model, &pairs).await?;
             done += pairs.len();
             if progress {
@@ -303,9 +306,16 @@ pub async fn score_mode(
             vector: None,
         };
         let t = Instant::now();
-        let outcome = super::search(store, state.embedder.as_ref(), None, ranking, user, &request)
-            .await
-            .with_context(|| format!("query {qid}"))?;
+        let outcome = super::search(
+            store,
+            state.embedder.as_ref(),
+            None,
+            ranking,
+            user,
+            &request,
+        )
+        .await
+        .with_context(|| format!("query {qid}"))?;
         took.push(t.elapsed().as_secs_f64() * 1000.0);
         let mut seen = HashSet::new();
         let ranked: Vec<String> = outcome
@@ -377,7 +387,10 @@ mod tests {
         assert!((ndcg(&ranked(&["x", "a", "b"]), &j, 10) - expected).abs() < 1e-12);
         assert_eq!(recall(&ranked(&["x", "a"]), &j, 100), 0.5);
         assert_eq!(recall(&ranked(&["x", "a"]), &j, 1), 0.0);
-        assert_eq!(reciprocal_rank(&ranked(&["x", "y", "b"]), &j, 10), 1.0 / 3.0);
+        assert_eq!(
+            reciprocal_rank(&ranked(&["x", "y", "b"]), &j, 10),
+            1.0 / 3.0
+        );
         assert_eq!(reciprocal_rank(&ranked(&["x"]), &j, 10), 0.0);
         // Grades: a grade-2 document first is worth more than a grade-1 one.
         let g = judged(&[("a", 2), ("b", 1)]);

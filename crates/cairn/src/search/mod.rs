@@ -301,8 +301,24 @@ struct Fused {
 fn fuse(keyword: &[Candidate], semantic: &[Candidate], mode: Mode, r: &Ranking) -> Vec<Fused> {
     let mut by_seq: HashMap<i64, Fused> = HashMap::new();
     let lists: [(&[Candidate], f64, bool); 2] = [
-        (keyword, if mode == Mode::Semantic { 0.0 } else { r.keyword_weight }, true),
-        (semantic, if mode == Mode::Keyword { 0.0 } else { r.semantic_weight }, false),
+        (
+            keyword,
+            if mode == Mode::Semantic {
+                0.0
+            } else {
+                r.keyword_weight
+            },
+            true,
+        ),
+        (
+            semantic,
+            if mode == Mode::Keyword {
+                0.0
+            } else {
+                r.semantic_weight
+            },
+            false,
+        ),
     ];
     for (list, weight, is_keyword) in lists {
         for (i, c) in list.iter().enumerate() {

@@ -17,12 +17,12 @@ const STOPWORDS: &[&str] = &[
     "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can",
     "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from",
     "further", "had", "has", "have", "having", "he", "her", "here", "hers", "him", "his", "how",
-    "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my",
-    "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours",
-    "out", "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the",
-    "their", "them", "then", "there", "these", "they", "this", "those", "through", "to", "too",
-    "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which",
-    "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours",
+    "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "no",
+    "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "out",
+    "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their",
+    "them", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under",
+    "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who",
+    "whom", "why", "will", "with", "would", "you", "your", "yours",
 ];
 
 /// The words of a query.
@@ -96,7 +96,7 @@ pub fn snippet(text: &str, stems: &HashSet<String>, max_chars: usize) -> (String
         .iter()
         .filter_map(|(s, e, w)| {
             let stem = stemmer.stem(w).into_owned();
-            stems.contains(&stem).then(|| (*s, *e, stem))
+            stems.contains(&stem).then_some((*s, *e, stem))
         })
         .collect();
     // Byte window [from, to) of about `max_chars` characters.
@@ -201,7 +201,11 @@ mod tests {
         let t = query_terms("\"NEAR\"(a* -b) OR 'x'; DROP TABLE chunks; --");
         assert_eq!(t.index, vec!["near", "b", "x", "drop", "table", "chunks"]);
         let t = query_terms("the and of");
-        assert_eq!(t.index, vec!["the", "and", "of"], "only stop words: keep them");
+        assert_eq!(
+            t.index,
+            vec!["the", "and", "of"],
+            "only stop words: keep them"
+        );
         assert!(query_terms("  ¿¡!! ").index.is_empty());
         let t = query_terms("Überweisung café 東京");
         assert_eq!(t.index, vec!["überweisung", "café", "東京"]);

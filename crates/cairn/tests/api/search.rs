@@ -25,7 +25,12 @@ pub fn model_dir() -> Option<String> {
 
 async fn collection(app: &TestApp, s: &Session, name: &str) -> String {
     let resp = app
-        .call(Method::POST, "/api/collections", s, Some(json!({ "name": name })))
+        .call(
+            Method::POST,
+            "/api/collections",
+            s,
+            Some(json!({ "name": name })),
+        )
         .await;
     assert_eq!(resp.status(), 201);
     resp.json::<Value>().await.unwrap()["id"]
@@ -52,7 +57,8 @@ async fn search(app: &TestApp, s: &Session, body: Value) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-const TRAIL: &str = "# Trail notes\n\nThe granite cairn marks the northern trail above the valley. \
+const TRAIL: &str =
+    "# Trail notes\n\nThe granite cairn marks the northern trail above the valley. \
     Walkers add a stone when they pass.\n\n## Weather\n\nFog rolls in after noon; carry a compass \
     and turn back before the ridge.\n";
 const KITCHEN: &str = "# Kitchen rota\n\nThe dishwasher is emptied by whoever arrives first. \
@@ -83,14 +89,26 @@ async fn keyword_search_is_scoped_to_what_the_caller_may_read(backend: Backend) 
     let (status, v) = search(&app, &ann, json!({ "query": "granite compass" })).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["mode"], "keyword");
-    assert!(v["warnings"][0].as_str().unwrap().contains("Semantic search is off"));
-    assert_eq!(hit_docs(&v), vec![trail.clone()], "never Bob's document: {v}");
+    assert!(v["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("Semantic search is off"));
+    assert_eq!(
+        hit_docs(&v),
+        vec![trail.clone()],
+        "never Bob's document: {v}"
+    );
     let hit = &v["results"][0];
     assert_eq!(hit["document"]["filename"], "trail.md");
     assert_eq!(hit["document"]["title"], "Trail notes");
     assert_eq!(hit["scores"]["keyword"]["rank"], 1);
     assert!(hit["scores"]["semantic"].is_null());
-    assert!(hit["location"]["heading_path"].to_string().contains("Trail notes"), "{hit}");
+    assert!(
+        hit["location"]["heading_path"]
+            .to_string()
+            .contains("Trail notes"),
+        "{hit}"
+    );
     // The snippet marks the matched words, stemmed (granite, compass).
     let snippet = hit["snippet"].as_str().unwrap();
     let marked: Vec<String> = hit["highlights"]
@@ -98,11 +116,22 @@ async fn keyword_search_is_scoped_to_what_the_caller_may_read(backend: Backend) 
         .unwrap()
         .iter()
         .map(|h| {
-            let (a, b) = (h[0].as_u64().unwrap() as usize, h[1].as_u64().unwrap() as usize);
-            snippet.chars().skip(a).take(b - a).collect::<String>().to_lowercase()
+            let (a, b) = (
+                h[0].as_u64().unwrap() as usize,
+                h[1].as_u64().unwrap() as usize,
+            );
+            snippet
+                .chars()
+                .skip(a)
+                .take(b - a)
+                .collect::<String>()
+                .to_lowercase()
         })
         .collect();
-    assert!(marked.contains(&"granite".to_owned()) && marked.contains(&"compass".to_owned()), "{marked:?}");
+    assert!(
+        marked.contains(&"granite".to_owned()) && marked.contains(&"compass".to_owned()),
+        "{marked:?}"
+    );
 
     // Stemming: "grinding" finds "grinder"? No — but "passes" finds "pass".
     let (_, v) = search(&app, &ann, json!({ "query": "passes", "mode": "keyword" })).await;
@@ -156,7 +185,12 @@ async fn keyword_search_is_scoped_to_what_the_caller_may_read(backend: Backend) 
     let (_, v) = search(&app, &ann, json!({ "query": "granite", "mode": "keyword" })).await;
     assert_eq!(hit_docs(&v).len(), 2);
     let resp = app
-        .call(Method::DELETE, &format!("/api/documents/{trail}"), &ann, None)
+        .call(
+            Method::DELETE,
+            &format!("/api/documents/{trail}"),
+            &ann,
+            None,
+        )
         .await;
     assert!(resp.status().is_success());
     let (_, v) = search(&app, &ann, json!({ "query": "compass", "mode": "keyword" })).await;
@@ -178,14 +212,42 @@ async fn bad_queries_get_results_or_a_clear_error(backend: Backend) {
     for (body, status, code) in [
         (json!({ "query": "" }), 422, "query_empty"),
         (json!({ "query": "   \n\t" }), 422, "query_empty"),
-        (json!({ "query": "a".repeat(10_000) }), 422, "query_too_long"),
+        (
+            json!({ "query": "a".repeat(10_000) }),
+            422,
+            "query_too_long",
+        ),
         (json!({ "query": "x", "top_k": 0 }), 422, "invalid_fields"),
-        (json!({ "query": "x", "top_k": 1000 }), 422, "invalid_fields"),
-        (json!({ "query": "x", "mode": "fuzzy" }), 422, "invalid_request"),
-        (json!({ "query": "x", "kinds": ["exe"] }), 422, "invalid_fields"),
-        (json!({ "query": "x", "collections": [] }), 422, "invalid_fields"),
-        (json!({ "query": "x", "collections": ["not-an-id"] }), 422, "invalid_request"),
-        (json!({ "query": "x", "sort": "date" }), 400, "unknown_field"),
+        (
+            json!({ "query": "x", "top_k": 1000 }),
+            422,
+            "invalid_fields",
+        ),
+        (
+            json!({ "query": "x", "mode": "fuzzy" }),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({ "query": "x", "kinds": ["exe"] }),
+            422,
+            "invalid_fields",
+        ),
+        (
+            json!({ "query": "x", "collections": [] }),
+            422,
+            "invalid_fields",
+        ),
+        (
+            json!({ "query": "x", "collections": ["not-an-id"] }),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({ "query": "x", "sort": "date" }),
+            400,
+            "unknown_field",
+        ),
         (
             json!({ "query": "x", "created_after": "2030-01-01T00:00:00Z", "created_before": "2020-01-01T00:00:00Z" }),
             422,
@@ -193,19 +255,45 @@ async fn bad_queries_get_results_or_a_clear_error(backend: Backend) {
         ),
     ] {
         let (got, v) = search(&app, &ann, body.clone()).await;
-        assert_eq!((got, v["error"]["code"].as_str()), (status, Some(code)), "{body}: {v}");
+        assert_eq!(
+            (got, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {v}"
+        );
     }
     // Query syntax and SQL are only words: results or none, never an error or an injection.
     for q in [
-        "\"", "\"\"\"", "*", "granite*", "NEAR(granite compass)", "-granite", "granite -compass",
-        "granite AND OR NOT", "'; DROP TABLE chunks; --", "1' OR '1'='1", "\\", "%_%", "^$",
-        "granite:compass", "(((", "🙂",
+        "\"",
+        "\"\"\"",
+        "*",
+        "granite*",
+        "NEAR(granite compass)",
+        "-granite",
+        "granite -compass",
+        "granite AND OR NOT",
+        "'; DROP TABLE chunks; --",
+        "1' OR '1'='1",
+        "\\",
+        "%_%",
+        "^$",
+        "granite:compass",
+        "(((",
+        "🙂",
     ] {
         let (status, v) = search(&app, &ann, json!({ "query": q, "mode": "keyword" })).await;
         assert_eq!(status, 200, "{q}: {v}");
     }
-    let (_, v) = search(&app, &ann, json!({ "query": "NEAR(granite compass)", "mode": "keyword" })).await;
-    assert_eq!(v["results"].as_array().unwrap().len(), 1, "the words still count: {v}");
+    let (_, v) = search(
+        &app,
+        &ann,
+        json!({ "query": "NEAR(granite compass)", "mode": "keyword" }),
+    )
+    .await;
+    assert_eq!(
+        v["results"].as_array().unwrap().len(),
+        1,
+        "the words still count: {v}"
+    );
     // The chunks are all still there.
     let (_, v) = search(&app, &ann, json!({ "query": "granite", "mode": "keyword" })).await;
     assert_eq!(v["results"].as_array().unwrap().len(), 1);
@@ -247,9 +335,14 @@ async fn semantic_and_hybrid_search_with_the_local_model(backend: Backend) {
     assert_eq!(v["mode"], "semantic");
     assert_eq!(v["model"], "local/all-MiniLM-L6-v2");
     assert_eq!(hit_docs(&v)[0], kitchen, "{v}");
-    let sim = v["results"][0]["scores"]["semantic"]["score"].as_f64().unwrap();
+    let sim = v["results"][0]["scores"]["semantic"]["score"]
+        .as_f64()
+        .unwrap();
     assert!(sim > 0.3 && sim <= 1.0, "{sim}");
-    assert!(!hit_docs(&v).iter().any(|d| d != &kitchen && d != &trail), "never Bob's");
+    assert!(
+        !hit_docs(&v).iter().any(|d| d != &kitchen && d != &trail),
+        "never Bob's"
+    );
 
     // Hybrid: both parts reported for a hit both indexes find.
     let (_, v) = search(&app, &ann, json!({ "query": "granite cairn on the trail" })).await;
@@ -307,7 +400,10 @@ async fn semantic_and_hybrid_search_with_the_local_model(backend: Backend) {
             assert_eq!(hit_docs(&v)[0], kitchen);
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "re-embedding never finished: {v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "re-embedding never finished: {v}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let model = app
