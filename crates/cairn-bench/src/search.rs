@@ -6,7 +6,9 @@
 //!   runs, the query's own embedding excluded;
 //! - end-to-end ingestion with local embeddings (MB/s and chunks/s), through the server.
 //!
-//! Needs the model directory in `CAIRN_BENCH_MODEL_DIR` (or `CAIRN_TEST_MODEL_DIR`).
+//! Needs the model directory in `CAIRN_BENCH_MODEL_DIR` (or `CAIRN_TEST_MODEL_DIR`) for the
+//! embedding figures; `CAIRN_BENCH_POSTGRES_URL` (an admin URL) adds PostgreSQL, and
+//! `CAIRN_BENCH_BACKENDS` chooses (`sqlite`, `postgres`, or both).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -202,8 +204,17 @@ async fn open(url: &str) -> anyhow::Result<Store> {
 
 /// Query latency at each size on each backend.
 async fn query_latency(rows: &mut Vec<serde_json::Value>) -> anyhow::Result<()> {
-    let mut backends = vec![("sqlite", None)];
-    if let Ok(url) = std::env::var("CAIRN_BENCH_POSTGRES_URL") {
+    // CAIRN_BENCH_BACKENDS: "sqlite", "postgres" or both (default: both when a PostgreSQL
+    // admin URL is in CAIRN_BENCH_POSTGRES_URL).
+    let wanted = std::env::var("CAIRN_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    let mut backends = Vec::new();
+    if wanted.contains("sqlite") {
+        backends.push(("sqlite", None));
+    }
+    if let (true, Ok(url)) = (
+        wanted.contains("postgres"),
+        std::env::var("CAIRN_BENCH_POSTGRES_URL"),
+    ) {
         backends.push(("postgres", Some(url)));
     }
     for (backend, admin) in backends {

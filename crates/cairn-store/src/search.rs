@@ -83,9 +83,6 @@ fn websearch_query(terms: &[String]) -> String {
         .join(" or ")
 }
 
-/// How many candidates the bit-quantized pass keeps per result wanted, for exact re-scoring.
-const OVERSAMPLE: u32 = 8;
-
 /// A model's name as the integer the SQLite vector table filters on (FNV-1a, 64 bits).
 fn model_key(model: &str) -> i64 {
     let h = model.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -226,20 +223,14 @@ impl Store {
                     "AND ($5 IS NULL OR 1) AND ($6 IS NULL OR 1) AND ($7 IS NULL OR 1) \
                      AND ($8 IS NULL OR 1)"
                 };
-                // Two steps: the nearest by Hamming distance over one bit per dimension (32 times
-                // less to read than the floats), then the exact cosine of those few.
                 let sql = format!(
-                    "WITH coarse AS (SELECT v.rowid AS seq FROM chunk_vectors_{dims} v \
-                     WHERE v.embedding_bits MATCH vec_quantize_binary($1) AND v.k = min($2 * {OVERSAMPLE}, 4096) \
-                     AND v.model_key = $3 \
+                    "SELECT v.rowid, 1.0 - v.distance FROM chunk_vectors_{dims} v \
+                     WHERE v.embedding MATCH $1 AND v.k = $2 AND v.model_key = $3 \
                      AND v.collection_key IN (SELECT c.rowid FROM collections c \
                          JOIN collection_members m ON m.collection_id = c.id \
                          WHERE m.user_id = $4 AND m.role IN ({roles}) \
                          AND ($9 IS NULL OR c.id IN (SELECT value FROM json_each($9)))) \
-                     {narrow}) \
-                     SELECT coarse.seq, 1.0 - vec_distance_cosine(w.embedding, $1) AS similarity \
-                     FROM coarse JOIN chunk_vectors_{dims} w ON w.rowid = coarse.seq \
-                     ORDER BY similarity DESC LIMIT $2"
+                     {narrow} ORDER BY v.distance"
                 );
                 sqlx::query_as(&sql)
                     .bind(vector_blob(query))
@@ -359,7 +350,6 @@ impl Store {
                     sqlx::query(&format!(
                         "CREATE VIRTUAL TABLE IF NOT EXISTS chunk_vectors_{dims} USING vec0(\
                          embedding float[{dims}] distance_metric=cosine, \
-                         embedding_bits bit[{dims}], \
                          collection_key integer, document_key integer, model_key integer)"
                     ))
                     .execute(&mut *tx)
@@ -480,9 +470,8 @@ impl Store {
                             (SELECT rowid FROM documents WHERE id = chunks.document_id)";
                 let remove = format!("DELETE FROM chunk_vectors_{dims} WHERE rowid = $1");
                 let insert = format!(
-                    "INSERT INTO chunk_vectors_{dims} (rowid, embedding, embedding_bits, \
-                     collection_key, document_key, model_key) \
-                     VALUES ($1, $2, vec_quantize_binary($2), $3, $4, $5)"
+                    "INSERT INTO chunk_vectors_{dims} (rowid, embedding, collection_key, \
+                     document_key, model_key) VALUES ($1, $2, $3, $4, $5)"
                 );
                 let key = model_key(model);
                 for (seq, v) in vectors {

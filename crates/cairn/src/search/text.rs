@@ -94,10 +94,7 @@ pub fn snippet(text: &str, stems: &HashSet<String>, max_chars: usize) -> (String
     let all: Vec<(usize, usize, String)> = words(text).collect();
     // A stem keeps its word's first letters (only endings change), so only words starting like
     // some stem are worth stemming: most words of a chunk are skipped at the cost of a compare.
-    let heads: Vec<String> = stems
-        .iter()
-        .map(|s| s.chars().take(3).collect())
-        .collect();
+    let heads: Vec<String> = stems.iter().map(|s| s.chars().take(3).collect()).collect();
     let matches: Vec<(usize, usize, String)> = all
         .iter()
         .filter(|(_, _, w)| heads.iter().any(|h| w.starts_with(h.as_str())))
