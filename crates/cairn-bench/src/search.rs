@@ -17,7 +17,7 @@ use anyhow::Context;
 use cairn::search::{Mode, Ranking, Request};
 use cairn_embed::local::{LocalModel, LocalOptions};
 use cairn_store::documents::{ChunkRow, DocumentRow};
-use cairn_store::{Id, Json, Store, Timestamp};
+use cairn_store::{Id, Json, Store};
 use serde_json::json;
 
 const MODEL: &str = "bench/random-384";
@@ -92,28 +92,15 @@ async fn fill(store: &Store, n: usize) -> anyhow::Result<Id> {
     let per_doc = 50;
     let started = Instant::now();
     for d in 0..n.div_ceil(per_doc) {
-        let now = Timestamp::now();
         let doc = DocumentRow {
-            id: Id::new(),
-            collection_id: collection.id,
-            uploaded_by: Some(user),
-            filename: format!("doc-{d}.md"),
-            kind: "markdown".into(),
-            size_bytes: 1,
             content_sha256: format!("bench-{d}"),
-            blob_key: String::new(),
-            sealed_key: Vec::new(),
-            status: "queued".into(),
-            error_code: None,
-            error_message: None,
-            progress_done: 0,
-            progress_total: 0,
-            title: None,
-            chunk_count: 0,
-            created_at: now,
-            updated_at: now,
-            deleted_at: None,
-            deleted_by: None,
+            ..DocumentRow::queued(
+                Id::new(),
+                collection.id,
+                user,
+                format!("doc-{d}.md"),
+                "markdown",
+            )
         };
         let job = cairn_store::jobs::NewJob {
             kind: "bench".into(),

@@ -38,6 +38,42 @@ pub struct DocumentRow {
     pub deleted_by: Option<Id>,
 }
 
+impl DocumentRow {
+    /// A new document queued for ingestion, with no file details yet (size, hash, blob and
+    /// sealed key empty): callers fill those in with struct-update syntax.
+    pub fn queued(
+        id: Id,
+        collection: Id,
+        uploader: Id,
+        filename: impl Into<String>,
+        kind: impl Into<String>,
+    ) -> DocumentRow {
+        let now = Timestamp::now();
+        DocumentRow {
+            id,
+            collection_id: collection,
+            uploaded_by: Some(uploader),
+            filename: filename.into(),
+            kind: kind.into(),
+            size_bytes: 0,
+            content_sha256: String::new(),
+            blob_key: String::new(),
+            sealed_key: Vec::new(),
+            status: "queued".into(),
+            error_code: None,
+            error_message: None,
+            progress_done: 0,
+            progress_total: 0,
+            title: None,
+            chunk_count: 0,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+            deleted_by: None,
+        }
+    }
+}
+
 const COLUMNS: &str = "id, collection_id, uploaded_by, filename, kind, size_bytes, \
     content_sha256, blob_key, sealed_key, status, error_code, error_message, progress_done, \
     progress_total, title, chunk_count, created_at, updated_at, deleted_at, deleted_by";

@@ -131,10 +131,10 @@ impl Store {
         let collections = json_ids(&filter.collections);
         let documents = json_ids(&filter.documents);
         let kinds = filter.kinds.clone().map(Json);
-        let rows: Vec<(i64, f64)> = match self.db.pool() {
-            crate::Pool::Sqlite(p) => {
-                let sql = format!(
-                    "SELECT c.seq, -bm25(chunks_fts) AS score FROM chunks_fts \
+        // The dialects differ in the match and in list handling; the parameters are the same.
+        let (sql, text) = match self.db.backend() {
+            Backend::Sqlite => (
+                format!("SELECT c.seq, -bm25(chunks_fts) AS score FROM chunks_fts \
                      JOIN chunks c ON c.seq = chunks_fts.rowid \
                      JOIN documents d ON d.id = c.document_id \
                      WHERE chunks_fts MATCH $2 AND d.deleted_at IS NULL AND {member} \
@@ -142,23 +142,11 @@ impl Store {
                      AND ($4 IS NULL OR c.document_id IN (SELECT value FROM json_each($4))) \
                      AND ($5 IS NULL OR d.kind IN (SELECT value FROM json_each($5))) \
                      AND ($6 IS NULL OR d.created_at >= $6) AND ($7 IS NULL OR d.created_at < $7) \
-                     ORDER BY score DESC LIMIT $8"
-                );
-                sqlx::query_as(&sql)
-                    .bind(actor)
-                    .bind(fts5_query(terms))
-                    .bind(collections)
-                    .bind(documents)
-                    .bind(kinds)
-                    .bind(filter.created_after)
-                    .bind(filter.created_before)
-                    .bind(i64::from(limit))
-                    .fetch_all(p)
-                    .await?
-            }
-            crate::Pool::Postgres(p) => {
-                let sql = format!(
-                    "WITH q AS (SELECT websearch_to_tsquery('english', $2) AS q) \
+                     ORDER BY score DESC LIMIT $8"),
+                fts5_query(terms),
+            ),
+            Backend::Postgres => (
+                format!("WITH q AS (SELECT websearch_to_tsquery('english', $2) AS q) \
                      SELECT c.seq, ts_rank_cd(c.search_tsv, q.q)::float8 AS score \
                      FROM q, chunks c JOIN documents d ON d.id = c.document_id \
                      WHERE c.search_tsv @@ q.q AND d.deleted_at IS NULL AND {member} \
@@ -169,21 +157,21 @@ impl Store {
                      AND ($5::jsonb IS NULL OR d.kind IN (SELECT jsonb_array_elements_text($5::jsonb))) \
                      AND ($6::timestamptz IS NULL OR d.created_at >= $6) \
                      AND ($7::timestamptz IS NULL OR d.created_at < $7) \
-                     ORDER BY score DESC, c.seq LIMIT $8"
-                );
-                sqlx::query_as(&sql)
-                    .bind(actor)
-                    .bind(websearch_query(terms))
-                    .bind(collections)
-                    .bind(documents)
-                    .bind(kinds)
-                    .bind(filter.created_after)
-                    .bind(filter.created_before)
-                    .bind(i64::from(limit))
-                    .fetch_all(p)
-                    .await?
-            }
+                     ORDER BY score DESC, c.seq LIMIT $8"),
+                websearch_query(terms),
+            ),
         };
+        let rows: Vec<(i64, f64)> = on_pool!(self.db.pool(), p => sqlx::query_as(&sql)
+            .bind(actor)
+            .bind(text)
+            .bind(collections)
+            .bind(documents)
+            .bind(kinds)
+            .bind(filter.created_after)
+            .bind(filter.created_before)
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await)?;
         Ok(rows
             .into_iter()
             .map(|(seq, score)| Candidate { seq, score })
@@ -201,7 +189,7 @@ impl Store {
         limit: u32,
     ) -> StoreResult<Vec<Candidate>> {
         let dims = query.len();
-        if dims == 0 || !self.has_vector_index(model, dims).await? {
+        if dims == 0 || !self.has_vector_index(dims).await? {
             return Ok(Vec::new());
         }
         let roles = crate::collections::role_list(CollectionRole::Viewer);
@@ -330,13 +318,12 @@ impl Store {
 
     /// Whether vectors of `dims` dimensions can be stored and searched; creates their index
     /// the first time (`create`), else only checks.
-    async fn vector_index(&self, model: &str, dims: usize, create: bool) -> StoreResult<bool> {
+    async fn vector_index(&self, dims: usize, create: bool) -> StoreResult<bool> {
         if let Ok(known) = self.vector_indexes.lock() {
             if known.contains(&dims) {
                 return Ok(true);
             }
         }
-        let _ = model;
         let exists: bool = match self.db.pool() {
             crate::Pool::Sqlite(p) => {
                 let n: i64 = sqlx::query_scalar(
@@ -401,13 +388,13 @@ impl Store {
         Ok(exists)
     }
 
-    async fn has_vector_index(&self, model: &str, dims: usize) -> StoreResult<bool> {
-        self.vector_index(model, dims, false).await
+    async fn has_vector_index(&self, dims: usize) -> StoreResult<bool> {
+        self.vector_index(dims, false).await
     }
 
     /// Make sure vectors of `dims` dimensions have their index.
-    pub async fn ensure_vector_index(&self, model: &str, dims: usize) -> StoreResult<()> {
-        self.vector_index(model, dims, true).await.map(|_| ())
+    pub async fn ensure_vector_index(&self, dims: usize) -> StoreResult<()> {
+        self.vector_index(dims, true).await.map(|_| ())
     }
 
     /// Up to `limit` chunks of `document` without a `model` vector, in order.
@@ -460,7 +447,7 @@ impl Store {
         let Some(dims) = vectors.first().map(|v| v.1.len()) else {
             return Ok(0);
         };
-        self.ensure_vector_index(model, dims).await?;
+        self.ensure_vector_index(dims).await?;
         let mut stored = 0;
         match self.db.pool() {
             crate::Pool::Sqlite(p) => {

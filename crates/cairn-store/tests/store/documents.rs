@@ -19,28 +19,12 @@ fn ingest_job(doc: Id) -> NewJob {
 }
 
 fn document(collection: Id, by: Id, sha: &str) -> DocumentRow {
-    let now = Timestamp::now();
     DocumentRow {
-        id: Id::new(),
-        collection_id: collection,
-        uploaded_by: Some(by),
-        filename: "notes.md".into(),
-        kind: "markdown".into(),
         size_bytes: 1234,
         content_sha256: sha.into(),
         blob_key: format!("blobs/{sha}"),
         sealed_key: vec![1, 2, 3],
-        status: "queued".into(),
-        error_code: None,
-        error_message: None,
-        progress_done: 0,
-        progress_total: 0,
-        title: None,
-        chunk_count: 0,
-        created_at: now,
-        updated_at: now,
-        deleted_at: None,
-        deleted_by: None,
+        ..DocumentRow::queued(Id::new(), collection, by, "notes.md", "markdown")
     }
 }
 

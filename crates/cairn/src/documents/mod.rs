@@ -17,7 +17,7 @@ pub mod worker;
 use cairn_ingest::Kind;
 use cairn_store::documents::DocumentRow;
 use cairn_store::jobs::NewJob;
-use cairn_store::{Id, Timestamp};
+use cairn_store::Id;
 
 use crate::config::{Config, UploadProfile};
 
@@ -112,28 +112,18 @@ pub fn new_document(
     key: &crate::blobs::FileKey,
 ) -> Result<DocumentRow, crate::crypto::SealError> {
     let sealed = crate::crypto::seal(&state.keys.data_key, &key.0, file.id.to_string().as_bytes())?;
-    let now = Timestamp::now();
     Ok(DocumentRow {
-        id: file.id,
-        collection_id: file.collection,
-        uploaded_by: Some(file.uploader),
-        filename: file.filename,
-        kind: file.kind.to_owned(),
         size_bytes: i64::try_from(file.size).unwrap_or(i64::MAX),
         content_sha256: file.sha256,
         blob_key: blob_key(file.id),
         sealed_key: sealed,
-        status: "queued".into(),
-        error_code: None,
-        error_message: None,
-        progress_done: 0,
-        progress_total: 0,
-        title: None,
-        chunk_count: 0,
-        created_at: now,
-        updated_at: now,
-        deleted_at: None,
-        deleted_by: None,
+        ..DocumentRow::queued(
+            file.id,
+            file.collection,
+            file.uploader,
+            file.filename,
+            file.kind,
+        )
     })
 }
 

@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::Context;
 use cairn_ingest::Kind;
 use cairn_store::documents::{ChunkRow, DocumentRow};
-use cairn_store::{Id, Json, Store, Timestamp};
+use cairn_store::{Id, Json, Store};
 use serde::{Deserialize, Serialize};
 
 use super::{Mode, Request};
@@ -61,8 +61,7 @@ fn jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Vec<T>> {
 }
 
 impl Dataset {
-    /// Read `dir`; with `max_queries`, keep only that many queries (those with judgements),
-    /// and, when `only_judged` is set, only the documents they judge (a quick, smaller run).
+    /// Read `dir`; with `max_queries`, keep only that many of the judged queries.
     pub fn load(dir: &Path, max_queries: Option<usize>) -> anyhow::Result<Dataset> {
         let corpus: Vec<CorpusLine> = jsonl(&dir.join("corpus.jsonl"))?;
         let queries: Vec<QueryLine> = jsonl(&dir.join("queries.jsonl"))?;
@@ -199,28 +198,16 @@ pub async fn load_corpus(
         } else {
             format!("{title}\n\n{text}")
         };
-        let now = Timestamp::now();
         let doc = DocumentRow {
-            id: Id::new(),
-            collection_id: collection.id,
-            uploaded_by: Some(user),
-            filename: format!("{cid}.txt"),
-            kind: Kind::Text.as_str().into(),
             size_bytes: i64::try_from(body.len()).unwrap_or(i64::MAX),
             content_sha256: format!("eval-{i}"),
-            blob_key: String::new(),
-            sealed_key: Vec::new(),
-            status: "queued".into(),
-            error_code: None,
-            error_message: None,
-            progress_done: 0,
-            progress_total: 0,
-            title: None,
-            chunk_count: 0,
-            created_at: now,
-            updated_at: now,
-            deleted_at: None,
-            deleted_by: None,
+            ..DocumentRow::queued(
+                Id::new(),
+                collection.id,
+                user,
+                format!("{cid}.txt"),
+                Kind::Text.as_str(),
+            )
         };
         let job = crate::documents::ingest_job(&state.config, doc.id);
         store.insert_document(user, &doc, &job, None).await?;

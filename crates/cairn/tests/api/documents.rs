@@ -50,7 +50,7 @@ pub async fn settled(app: &TestApp, s: &Session, id: &str) -> Value {
     }
 }
 
-async fn new_collection(app: &TestApp, s: &Session, name: &str) -> String {
+pub async fn new_collection(app: &TestApp, s: &Session, name: &str) -> String {
     let resp = app
         .call(
             Method::POST,

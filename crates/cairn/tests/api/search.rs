@@ -5,7 +5,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::documents::{settled, upload};
+use crate::documents::{new_collection as collection, settled, upload};
 use crate::helpers::*;
 
 /// The all-MiniLM-L6-v2 directory, or None (tests of the semantic parts then only run keyword
@@ -21,22 +21,6 @@ pub fn model_dir() -> Option<String> {
             None
         }
     }
-}
-
-async fn collection(app: &TestApp, s: &Session, name: &str) -> String {
-    let resp = app
-        .call(
-            Method::POST,
-            "/api/collections",
-            s,
-            Some(json!({ "name": name })),
-        )
-        .await;
-    assert_eq!(resp.status(), 201);
-    resp.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 async fn add(app: &TestApp, s: &Session, c: &str, name: &str, text: &str) -> String {
