@@ -175,7 +175,7 @@ async fn respond(stats: Arc<Stats>, format: Format, model: &str, last: String) -
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return error_response(status, "scripted failure");
     }
-    if model == "flaky" && stats.flaky.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+    if model == "flaky" && stats.flaky.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "overloaded, try again");
     }
     let words = |s: &str| -> Vec<String> {
