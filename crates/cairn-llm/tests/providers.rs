@@ -1,6 +1,7 @@
 //! The three wire formats against a scripted server, and the OpenAI-compatible one against a
 //! real llama.cpp server when the suite has one (`CAIRN_TEST_LLM_URL`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
