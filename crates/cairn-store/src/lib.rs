@@ -18,11 +18,15 @@
 //!   (membership checked inside every statement that acts for a user).
 //! - [`jobs`] — the durable job queue.
 //! - [`search`] — keyword and vector candidates, access-filtered inside each statement.
+//! - [`chat`] — model providers and models, prices, conversations and messages (ownership
+//!   checked inside every statement).
+//! - [`usage`] — budgets (reserve, then settle) and usage per model call.
 //! - [`standing`] — the short-lived cache of callers' standing, voided on every change.
 
 pub mod accounts;
 pub mod api_keys;
 pub mod audit;
+pub mod chat;
 pub mod collections;
 pub mod db;
 pub mod documents;
@@ -37,6 +41,7 @@ pub mod standing;
 pub mod testing;
 pub mod totp;
 pub mod types;
+pub mod usage;
 mod url;
 
 pub use db::{Backend, ConnectError, ConnectOptions, Db, Pool, PoolStats};

@@ -40,7 +40,7 @@ fn chunk(doc: &DocumentRow, ordinal: i32, text: &str) -> ChunkRow {
     }
 }
 
-async fn users(store: &Store) -> (Id, Id, Id) {
+pub async fn users(store: &Store) -> (Id, Id, Id) {
     let a = store
         .create_user(&new_user("ann@example.com", "member"))
         .await

@@ -10,7 +10,9 @@ use cairn_store::Timestamp;
 use cairn_store::{migrate, schema, testing, Backend, ConnectOptions, Db, Id, Store, StoreError};
 use serde_json::json;
 
+mod chat;
 mod documents;
+use chat::*;
 use documents::*;
 
 /// A fresh, migrated store on `backend`, or `None` when that backend is not configured.
@@ -64,6 +66,9 @@ on_both_backends!(
     documents_and_chunks_story,
     job_queue_story,
     search_story,
+    conversations_story,
+    models_and_prices_story,
+    budgets_story,
     concurrent_claims_never_share_a_job,
     accounts_story,
     concurrent_refreshes_with_one_token_rotate_once,
