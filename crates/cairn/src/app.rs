@@ -54,6 +54,8 @@ pub struct Inner {
     pub jobs_ready: tokio::sync::Notify,
     /// The embedding model, when one is configured (`embeddings.provider`).
     pub embedder: Option<cairn_embed::Embedder>,
+    /// Chat streams and model-provider clients.
+    pub chat: crate::chat::Runtime,
 }
 
 impl Deref for AppState {
@@ -404,6 +406,9 @@ pub async fn build_state(config: Config) -> Result<(AppState, Router<AppState>),
     let limiter = Limiter::new(&config.rate_limit, redis.clone(), &config.redis_key_prefix);
     let blobs = crate::blobs::BlobStore::from_config(&config)?;
     let embedder = load_embedder(&config).await?;
+    let chat = crate::chat::Runtime::new(&config);
+    // Load the token-estimate tables now rather than in the first answer.
+    tokio::task::spawn_blocking(cairn_llm::tokens::warm_up);
     let (api, routes) = crate::http::api_routes().into_parts();
     let security_headers = crate::http::security_headers(&config);
     let state = AppState(Arc::new(Inner {
@@ -424,6 +429,7 @@ pub async fn build_state(config: Config) -> Result<(AppState, Router<AppState>),
         blobs,
         jobs_ready: tokio::sync::Notify::new(),
         embedder,
+        chat,
     }));
     Ok((state, api))
 }

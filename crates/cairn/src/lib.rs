@@ -26,6 +26,7 @@ pub mod keys;
 pub mod ops;
 pub mod probe;
 pub mod search;
+pub mod chat;
 pub mod telemetry;
 
 pub use app::{AppState, Application};

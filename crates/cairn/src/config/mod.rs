@@ -200,6 +200,24 @@ pub struct SearchConfig {
 }
 
 #[derive(Debug, Clone)]
+pub struct ChatConfig {
+    pub default_model: String,
+    pub allow_mock: bool,
+    pub max_concurrent_streams: usize,
+    pub max_streams_per_user: usize,
+    pub heartbeat: Duration,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub retries: u32,
+    pub max_message_chars: usize,
+    pub max_answer_chars: usize,
+    pub sources: u32,
+    pub min_similarity: f64,
+    pub history_messages: u32,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone)]
 pub struct HealthConfig {
     pub check_cache: Duration,
     pub check_timeout: Duration,
@@ -233,6 +251,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub embeddings: EmbeddingsConfig,
     pub search: SearchConfig,
+    pub chat: ChatConfig,
     /// `None`: keep audit entries forever.
     pub audit_retention: Option<Duration>,
     raw: load::RawValues,
@@ -443,6 +462,43 @@ impl Config {
                         snippet_chars: p.number("search.snippet_chars", 20, 10_000),
                         ..crate::search::Ranking::default()
                     },
+                }
+            },
+            chat: {
+                let currency = p.text("chat.currency").trim().to_ascii_uppercase();
+                if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_alphabetic()) {
+                    p.fail(
+                        "chat.currency",
+                        "expected a three-letter ISO 4217 code such as USD or EUR".into(),
+                    );
+                }
+                let default_model = p.text("chat.default_model").trim().to_owned();
+                if default_model.is_empty() {
+                    p.fail("chat.default_model", "name a model (e.g. `extractive`)".into());
+                }
+                ChatConfig {
+                    default_model,
+                    allow_mock: p.bool("chat.allow_mock"),
+                    max_concurrent_streams: p.number("chat.max_concurrent_streams", 1, 100_000),
+                    max_streams_per_user: p.number("chat.max_streams_per_user", 1, 10_000),
+                    heartbeat: Duration::from_secs(p.number("chat.heartbeat_secs", 1, 3600)),
+                    connect_timeout: Duration::from_secs(p.number(
+                        "chat.connect_timeout_secs",
+                        1,
+                        600,
+                    )),
+                    idle_timeout: Duration::from_secs(p.number(
+                        "chat.idle_timeout_secs",
+                        1,
+                        3600,
+                    )),
+                    retries: p.number("chat.retries", 0, 10),
+                    max_message_chars: p.number("chat.max_message_chars", 1, 10_000_000),
+                    max_answer_chars: p.number("chat.max_answer_chars", 100, 100_000_000),
+                    sources: p.number("chat.sources", 0, 100),
+                    min_similarity: p.decimal("chat.min_similarity", 1.0),
+                    history_messages: p.number("chat.history_messages", 0, 1000),
+                    currency,
                 }
             },
             ingest: IngestConfig {

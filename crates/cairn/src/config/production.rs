@@ -60,7 +60,24 @@ pub const CHECKS: &[Check] = &[
         fix: "Set `metrics.token`, or set `metrics.public = false` and keep `metrics.allow_networks` to your monitoring networks.",
         find: metrics_open,
     },
+    Check {
+        id: "mock_model",
+        what: "The default chat model is `mock`, which answers with a fixed demonstration text.",
+        fix: "Set `chat.default_model` to `extractive` or a configured model, or set `chat.allow_mock = true` for a demo workspace.",
+        find: mock_model,
+    },
 ];
+
+fn mock_model(config: &Config) -> Vec<String> {
+    if config.chat.default_model == "mock" && !config.chat.allow_mock {
+        vec![format!(
+            "`chat.default_model` (from {}) is `mock`",
+            config.source_of("chat.default_model")
+        )]
+    } else {
+        Vec::new()
+    }
+}
 
 /// Every problem in `config`, in table order.
 pub fn problems(config: &Config) -> Vec<Problem> {

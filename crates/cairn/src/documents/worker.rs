@@ -267,6 +267,9 @@ pub async fn sweep_once(state: &AppState) {
     }
 }
 
+/// How old a budget reservation must be to count as abandoned: longer than any answer streams.
+const STALE_RESERVATION: Duration = Duration::from_secs(6 * 3600);
+
 async fn maintenance(state: AppState) {
     let mut every = tokio::time::interval(MAINTENANCE_EVERY);
     loop {
@@ -295,6 +298,13 @@ pub async fn maintain_once(state: &AppState) {
     // A directory walk: off the async runtime.
     let s = state.clone();
     let _ = tokio::task::spawn_blocking(move || clean_upload_leftovers(&s, ORPHAN_AGE)).await;
+    // Budget reservations of answers whose process died mid-stream.
+    let stale = Timestamp::now().plus_millis(-i64::try_from(STALE_RESERVATION.as_millis()).unwrap_or(0));
+    match state.store.release_stale_reservations(stale).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(reservations = n, "released budget reservations of calls that never settled"),
+        Err(e) => tracing::warn!(error = %e, "could not release stale budget reservations"),
+    }
     let history =
         Timestamp::now().plus_millis(-i64::try_from(JOB_HISTORY.as_millis()).unwrap_or(0));
     if let Err(e) = state.store.prune_jobs(history).await {

@@ -131,6 +131,18 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The message people read.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The details, when there are any.
+    pub fn details(&self) -> Option<&Value> {
+        self.details.as_ref()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let request_id = current_request_id();

@@ -142,6 +142,9 @@ pub fn api_routes() -> ApiRoutes {
         .merge(crate::accounts::workspace::routes())
         .merge(crate::documents::routes::routes())
         .merge(crate::search::routes::routes())
+        .merge(crate::chat::routes::routes())
+        .merge(crate::chat::admin::routes())
+        .merge(crate::chat::openai_api::routes())
         .merge(openapi::routes())
 }
 

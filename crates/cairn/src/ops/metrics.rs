@@ -44,6 +44,18 @@ struct SearchLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnswerLabels {
+    model: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    model: String,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
     kind: String,
     status: String,
@@ -75,6 +87,9 @@ pub struct Metrics {
     jobs: Family<JobLabels, Gauge>,
     searches: Family<SearchLabels, Histogram>,
     embedded_chunks: Counter,
+    answers: Family<AnswerLabels, Counter>,
+    tokens: Family<TokenLabels, Counter>,
+    first_token: Histogram,
 }
 
 impl Metrics {
@@ -158,6 +173,24 @@ impl Metrics {
             "Chunks given a vector by the embedding model",
             embedded_chunks.clone(),
         );
+        let answers = Family::<AnswerLabels, Counter>::default();
+        registry.register(
+            "chat_answers",
+            "Answers streamed, by model and outcome (complete, incomplete, cancelled, failed)",
+            answers.clone(),
+        );
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "chat_tokens",
+            "Tokens sent to (input) and received from (output) models, by model",
+            tokens.clone(),
+        );
+        let first_token = Histogram::new(INGEST_BUCKETS.iter().copied());
+        registry.register(
+            "chat_first_token_seconds",
+            "Time from a question to the first token of its answer",
+            first_token.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -175,6 +208,37 @@ impl Metrics {
             jobs,
             searches,
             embedded_chunks,
+            answers,
+            tokens,
+            first_token,
+        }
+    }
+
+    /// An answer ended.
+    pub fn observe_answer(
+        &self,
+        model: &str,
+        outcome: &'static str,
+        input_tokens: u64,
+        output_tokens: u64,
+        first_token_ms: Option<u64>,
+    ) {
+        self.answers
+            .get_or_create(&AnswerLabels {
+                model: model.to_owned(),
+                outcome,
+            })
+            .inc();
+        for (direction, n) in [("input", input_tokens), ("output", output_tokens)] {
+            self.tokens
+                .get_or_create(&TokenLabels {
+                    model: model.to_owned(),
+                    direction,
+                })
+                .inc_by(n);
+        }
+        if let Some(ms) = first_token_ms {
+            self.first_token.observe(ms as f64 / 1000.0);
         }
     }
 

@@ -9,6 +9,7 @@ mod access_matrix;
 mod accounts;
 mod admin;
 mod api_keys;
+mod chat;
 mod cli;
 mod documents;
 mod health;
