@@ -114,7 +114,9 @@ impl LlmError {
             LlmError::Unreachable(_) => "provider_unreachable",
             LlmError::Timeout(_) => "provider_timeout",
             LlmError::Status { status: 429, .. } => "provider_rate_limited",
-            LlmError::Status { status: 401 | 403, .. } => "provider_auth_failed",
+            LlmError::Status {
+                status: 401 | 403, ..
+            } => "provider_auth_failed",
             LlmError::Status { .. } => "provider_error",
             LlmError::Protocol(_) => "provider_bad_response",
             LlmError::Truncated => "provider_stream_cut",

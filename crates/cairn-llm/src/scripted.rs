@@ -97,8 +97,17 @@ enum Format {
 
 async fn models() -> Json<Value> {
     let names = [
-        "echo", "cite", "slow-50", "no-usage", "wrong-usage", "huge", "cut", "error-mid",
-        "garbage", "stall", "flaky",
+        "echo",
+        "cite",
+        "slow-50",
+        "no-usage",
+        "wrong-usage",
+        "huge",
+        "cut",
+        "error-mid",
+        "garbage",
+        "stall",
+        "flaky",
     ];
     let data: Vec<Value> = names
         .iter()
@@ -181,7 +190,11 @@ async fn respond(stats: Arc<Stats>, format: Format, model: &str, last: String) -
     let words = |s: &str| -> Vec<String> {
         let mut out = Vec::new();
         for (i, w) in s.split(' ').enumerate() {
-            out.push(if i == 0 { w.to_owned() } else { format!(" {w}") });
+            out.push(if i == 0 {
+                w.to_owned()
+            } else {
+                format!(" {w}")
+            });
         }
         out
     };
@@ -260,7 +273,9 @@ async fn respond(stats: Arc<Stats>, format: Format, model: &str, last: String) -
 fn error_response(status: StatusCode, message: &str) -> Response {
     (
         status,
-        Json(json!({ "error": { "message": message, "type": "scripted", "code": status.as_u16() } })),
+        Json(
+            json!({ "error": { "message": message, "type": "scripted", "code": status.as_u16() } }),
+        ),
     )
         .into_response()
 }
@@ -429,73 +444,70 @@ fn async_body(
         Tail(usize),
         Over,
     }
-    futures::stream::unfold(
-        (Step::Head(0), watch),
-        move |(step, mut watch)| {
-            let head = head.clone();
-            let tail = tail.clone();
-            let model = model.clone();
-            let tokens_len = tokens.len();
-            let token = match &step {
-                Step::Token(i) => tokens.get(*i).cloned(),
-                _ => None,
-            };
-            async move {
-                match step {
-                    Step::Head(i) if i < head.len() => {
-                        Some((Ok(head[i].clone()), (Step::Head(i + 1), watch)))
+    futures::stream::unfold((Step::Head(0), watch), move |(step, mut watch)| {
+        let head = head.clone();
+        let tail = tail.clone();
+        let model = model.clone();
+        let tokens_len = tokens.len();
+        let token = match &step {
+            Step::Token(i) => tokens.get(*i).cloned(),
+            _ => None,
+        };
+        async move {
+            match step {
+                Step::Head(i) if i < head.len() => {
+                    Some((Ok(head[i].clone()), (Step::Head(i + 1), watch)))
+                }
+                Step::Head(_) => Some((Ok(Bytes::new()), (Step::Token(0), watch))),
+                Step::Token(i) if i < tokens_len => {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
                     }
-                    Step::Head(_) => Some((Ok(Bytes::new()), (Step::Token(0), watch))),
-                    Step::Token(i) if i < tokens_len => {
-                        if !delay.is_zero() {
-                            tokio::time::sleep(delay).await;
-                        }
-                        let text = token.unwrap_or_default();
+                    let text = token.unwrap_or_default();
+                    Some((
+                        Ok(token_frame(format, &model, &text)),
+                        (Step::Token(i + 1), watch),
+                    ))
+                }
+                Step::Token(_) => Some((Ok(Bytes::new()), (Step::End, watch))),
+                Step::End => match ending {
+                    Ending::Normal => Some((Ok(Bytes::new()), (Step::Tail(0), watch))),
+                    Ending::Cut => {
+                        watch.finish();
+                        None
+                    }
+                    Ending::ErrorMid => {
+                        watch.finished = true;
+                        let err = json!({"error": {"message": "the model crashed",
+                                             "type": "server_error"}});
+                        let bytes = match format {
+                            Format::Anthropic => frame(Some("error"), &err),
+                            _ => frame(None, &err),
+                        };
+                        Some((Ok(bytes), (Step::Over, watch)))
+                    }
+                    Ending::Garbage => {
+                        watch.finished = true;
                         Some((
-                            Ok(token_frame(format, &model, &text)),
-                            (Step::Token(i + 1), watch),
+                            Ok(Bytes::from_static(b"data: <html>Bad Gateway</html>\n\n")),
+                            (Step::Over, watch),
                         ))
                     }
-                    Step::Token(_) => Some((Ok(Bytes::new()), (Step::End, watch))),
-                    Step::End => match ending {
-                        Ending::Normal => Some((Ok(Bytes::new()), (Step::Tail(0), watch))),
-                        Ending::Cut => {
-                            watch.finish();
-                            None
-                        }
-                        Ending::ErrorMid => {
-                            watch.finished = true;
-                            let err = json!({"error": {"message": "the model crashed",
-                                             "type": "server_error"}});
-                            let bytes = match format {
-                                Format::Anthropic => frame(Some("error"), &err),
-                                _ => frame(None, &err),
-                            };
-                            Some((Ok(bytes), (Step::Over, watch)))
-                        }
-                        Ending::Garbage => {
-                            watch.finished = true;
-                            Some((
-                                Ok(Bytes::from_static(b"data: <html>Bad Gateway</html>\n\n")),
-                                (Step::Over, watch),
-                            ))
-                        }
-                        Ending::Stall => {
-                            futures::future::pending::<()>().await;
-                            None
-                        }
-                    },
-                    Step::Tail(i) if i < tail.len() => {
-                        if i + 1 == tail.len() {
-                            watch.finished = true;
-                        }
-                        Some((Ok(tail[i].clone()), (Step::Tail(i + 1), watch)))
+                    Ending::Stall => {
+                        futures::future::pending::<()>().await;
+                        None
                     }
-                    Step::Tail(_) | Step::Over => None,
+                },
+                Step::Tail(i) if i < tail.len() => {
+                    if i + 1 == tail.len() {
+                        watch.finished = true;
+                    }
+                    Some((Ok(tail[i].clone()), (Step::Tail(i + 1), watch)))
                 }
+                Step::Tail(_) | Step::Over => None,
             }
-        },
-    )
+        }
+    })
     .filter(|b: &Result<Bytes, Infallible>| {
         futures::future::ready(b.as_ref().map(|b| !b.is_empty()).unwrap_or(true))
     })

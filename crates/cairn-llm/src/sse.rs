@@ -19,13 +19,16 @@ pub(crate) fn frames(
     response: reqwest::Response,
     idle: Duration,
 ) -> impl Stream<Item = Result<Frame, LlmError>> + Send {
-    let inner = response.bytes_stream().eventsource().map(|item| match item {
-        Ok(ev) => Ok(Frame {
-            event: ev.event,
-            data: ev.data,
-        }),
-        Err(e) => Err(LlmError::Protocol(format!("reading the stream: {e}"))),
-    });
+    let inner = response
+        .bytes_stream()
+        .eventsource()
+        .map(|item| match item {
+            Ok(ev) => Ok(Frame {
+                event: ev.event,
+                data: ev.data,
+            }),
+            Err(e) => Err(LlmError::Protocol(format!("reading the stream: {e}"))),
+        });
     with_idle_timeout(Box::pin(inner), idle)
 }
 

@@ -34,10 +34,7 @@ fn client(server: &Server, kind: Kind) -> Client {
 }
 
 /// Everything a call yields: the text, the usage, the finish reason, and the error it ended with.
-async fn run(
-    c: &Client,
-    model: &str,
-) -> (String, Option<Usage>, Option<String>, Option<LlmError>) {
+async fn run(c: &Client, model: &str) -> (String, Option<Usage>, Option<String>, Option<LlmError>) {
     let mut stream = match c.stream(&request(model)).await {
         Ok(s) => s,
         Err(e) => return (String::new(), None, None, Some(e)),
@@ -111,17 +108,29 @@ async fn only_calls_that_generated_nothing_are_retried() {
             message: "scripted failure".into()
         })
     );
-    assert_eq!(server.stats.calls.load(Ordering::SeqCst), 1, "a 401 is not retried");
+    assert_eq!(
+        server.stats.calls.load(Ordering::SeqCst),
+        1,
+        "a 401 is not retried"
+    );
 
     let (text, _, _, error) = run(&c, "flaky").await;
     assert_eq!(error, None);
     assert_eq!(text, "You said: ping");
-    assert_eq!(server.stats.calls.load(Ordering::SeqCst), 3, "one 503, then success");
+    assert_eq!(
+        server.stats.calls.load(Ordering::SeqCst),
+        3,
+        "one 503, then success"
+    );
 
     let before = server.stats.calls.load(Ordering::SeqCst);
     let (_, _, _, error) = run(&c, "fail-503").await;
     assert_eq!(error.map(|e| e.code()), Some("provider_error"));
-    assert_eq!(server.stats.calls.load(Ordering::SeqCst) - before, 3, "1 + 2 retries");
+    assert_eq!(
+        server.stats.calls.load(Ordering::SeqCst) - before,
+        3,
+        "1 + 2 retries"
+    );
 
     let (_, _, _, error) = run(&c, "fail-429").await;
     assert_eq!(error.map(|e| e.code()), Some("provider_rate_limited"));
@@ -138,7 +147,10 @@ async fn dropping_the_stream_stops_the_upstream() {
     drop(stream);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while server.stats.abandoned.load(Ordering::SeqCst) == 0 {
-        assert!(std::time::Instant::now() < deadline, "the server never saw the client go");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never saw the client go"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(server.stats.open.load(Ordering::SeqCst), 0);
@@ -164,7 +176,10 @@ async fn an_unreachable_provider_says_so() {
 #[tokio::test]
 async fn the_model_list_is_read() {
     let server = Server::start().await.expect("server");
-    let names = client(&server, Kind::OpenAi).models().await.expect("models");
+    let names = client(&server, Kind::OpenAi)
+        .models()
+        .await
+        .expect("models");
     assert!(names.contains(&"echo".to_owned()));
 }
 
@@ -199,6 +214,9 @@ async fn a_real_llama_cpp_server_streams() {
     }
     assert!(tokens > 0);
     let usage = usage.expect("llama.cpp reports usage");
-    assert!(usage.input_tokens > 5 && usage.output_tokens > 0, "{usage:?}");
+    assert!(
+        usage.input_tokens > 5 && usage.output_tokens > 0,
+        "{usage:?}"
+    );
     assert!(matches!(finish.as_deref(), Some("stop" | "length")));
 }

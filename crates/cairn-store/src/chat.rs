@@ -106,12 +106,10 @@ impl MessageRow {
     }
 }
 
-const PROVIDER_COLUMNS: &str =
-    "id, name, kind, base_url, sealed_api_key, created_at, updated_at";
+const PROVIDER_COLUMNS: &str = "id, name, kind, base_url, sealed_api_key, created_at, updated_at";
 const MODEL_COLUMNS: &str = "id, name, provider_id, upstream_model, context_tokens, \
      max_output_tokens, roles, enabled, created_at, updated_at";
-const CONVERSATION_COLUMNS: &str =
-    "id, user_id, title, model, collections, created_at, updated_at";
+const CONVERSATION_COLUMNS: &str = "id, user_id, title, model, collections, created_at, updated_at";
 const MESSAGE_COLUMNS: &str = "id, conversation_id, role, content, status, model, error_code, \
      input_tokens, output_tokens, tokens_estimated, cost_micros, first_token_ms, latency_ms, \
      sources, citations, created_at";
@@ -284,8 +282,10 @@ impl Store {
             "SELECT {CONVERSATION_COLUMNS} FROM conversations \
              WHERE user_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
         );
-        Ok(on_pool!(self.db.pool(), p => sqlx::query_as::<_, ConversationRow>(&sql)
-            .bind(user).bind(before).bind(i64::from(limit)).fetch_all(p).await)?)
+        Ok(
+            on_pool!(self.db.pool(), p => sqlx::query_as::<_, ConversationRow>(&sql)
+            .bind(user).bind(before).bind(i64::from(limit)).fetch_all(p).await)?,
+        )
     }
 
     /// One of `user`'s conversations.
@@ -293,8 +293,10 @@ impl Store {
         let sql = format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $2 AND user_id = $1"
         );
-        Ok(on_pool!(self.db.pool(), p => sqlx::query_as::<_, ConversationRow>(&sql)
-            .bind(user).bind(id).fetch_optional(p).await)?)
+        Ok(
+            on_pool!(self.db.pool(), p => sqlx::query_as::<_, ConversationRow>(&sql)
+            .bind(user).bind(id).fetch_optional(p).await)?,
+        )
     }
 
     /// Change one of `user`'s conversations (title, model, collections).
@@ -353,9 +355,11 @@ impl Store {
              AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = $2 AND c.user_id = $1) \
              AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4"
         );
-        Ok(on_pool!(self.db.pool(), p => sqlx::query_as::<_, MessageRow>(&sql)
+        Ok(
+            on_pool!(self.db.pool(), p => sqlx::query_as::<_, MessageRow>(&sql)
             .bind(user).bind(conversation).bind(after).bind(i64::from(limit))
-            .fetch_all(p).await)?)
+            .fetch_all(p).await)?,
+        )
     }
 
     /// The last `n` messages of one of `user`'s conversations, oldest first.

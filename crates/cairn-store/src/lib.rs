@@ -41,8 +41,8 @@ pub mod standing;
 pub mod testing;
 pub mod totp;
 pub mod types;
-pub mod usage;
 mod url;
+pub mod usage;
 
 pub use db::{Backend, ConnectError, ConnectOptions, Db, Pool, PoolStats};
 pub use error::{StoreError, StoreResult};

@@ -271,7 +271,9 @@ impl Store {
              FROM usage_events WHERE created_at >= $1 AND created_at < $2 \
              AND ($3 IS NULL OR user_id = $3) GROUP BY {key} ORDER BY cost_micros DESC, key"
         );
-        Ok(on_pool!(self.db.pool(), p => sqlx::query_as::<_, UsageGroup>(&sql)
-            .bind(from).bind(to).bind(user).fetch_all(p).await)?)
+        Ok(
+            on_pool!(self.db.pool(), p => sqlx::query_as::<_, UsageGroup>(&sql)
+            .bind(from).bind(to).bind(user).fetch_all(p).await)?,
+        )
     }
 }

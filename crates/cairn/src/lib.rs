@@ -16,6 +16,7 @@ pub mod accounts;
 pub mod app;
 pub mod auth;
 pub mod blobs;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod crypto;
@@ -26,7 +27,6 @@ pub mod keys;
 pub mod ops;
 pub mod probe;
 pub mod search;
-pub mod chat;
 pub mod telemetry;
 
 pub use app::{AppState, Application};

@@ -38,7 +38,11 @@ pub async fn conversations_story(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(rest, vec![convs[0].clone()]);
-    assert!(store.conversations_of(bob, None, 10).await.unwrap().is_empty());
+    assert!(store
+        .conversations_of(bob, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
     assert!(store
         .conversation_of(bob, convs[0].id)
         .await
@@ -82,7 +86,11 @@ pub async fn conversations_story(backend: Backend) {
         Err(StoreError::NotFound)
     ));
     store.update_conversation(ann, &renamed).await.unwrap();
-    let got = store.conversation_of(ann, renamed.id).await.unwrap().unwrap();
+    let got = store
+        .conversation_of(ann, renamed.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.title, "Restarting");
     assert!(got.updated_at >= renamed.updated_at);
     assert!(matches!(
@@ -184,7 +192,11 @@ pub async fn budgets_story(backend: Backend) {
     let ann_s = usage::user_subject(ann);
 
     // No limits: anything is reserved; settling counts the real cost.
-    let r = store.reserve_budget(ann, &month, 500).await.unwrap().unwrap();
+    let r = store
+        .reserve_budget(ann, &month, 500)
+        .await
+        .unwrap()
+        .unwrap();
     let s = store.budget_standing(&ann_s, &month).await.unwrap();
     assert_eq!((s.limit_micros, s.reserved_micros), (None, 500));
     store
@@ -267,7 +279,11 @@ pub async fn budgets_story(backend: Backend) {
         .unwrap();
     assert_eq!(by_model.len(), 2);
     assert_eq!(
-        (by_model[0].key.as_str(), by_model[0].calls, by_model[0].cost_micros),
+        (
+            by_model[0].key.as_str(),
+            by_model[0].calls,
+            by_model[0].cost_micros
+        ),
         ("smol", 2, 170)
     );
     let by_user = store

@@ -23,25 +23,55 @@ pub fn routes() -> ApiRoutes {
     ApiRoutes::new()
         .route(Method::GET, "/api/admin/providers", rule, list_providers)
         .route(Method::POST, "/api/admin/providers", rule, create_provider)
-        .route(Method::PATCH, "/api/admin/providers/{id}", rule, update_provider)
-        .route(Method::DELETE, "/api/admin/providers/{id}", rule, delete_provider)
-        .route(Method::POST, "/api/admin/providers/{id}/check", rule, check_provider)
+        .route(
+            Method::PATCH,
+            "/api/admin/providers/{id}",
+            rule,
+            update_provider,
+        )
+        .route(
+            Method::DELETE,
+            "/api/admin/providers/{id}",
+            rule,
+            delete_provider,
+        )
+        .route(
+            Method::POST,
+            "/api/admin/providers/{id}/check",
+            rule,
+            check_provider,
+        )
         .route(Method::GET, "/api/admin/models", rule, list_models)
         .route(Method::POST, "/api/admin/models", rule, create_model)
         .route(Method::PATCH, "/api/admin/models/{id}", rule, update_model)
         .route(Method::DELETE, "/api/admin/models/{id}", rule, delete_model)
         .route(Method::GET, "/api/admin/prices", rule, list_prices)
         .route(Method::PUT, "/api/admin/prices/{model}", rule, set_price)
-        .route(Method::DELETE, "/api/admin/prices/{model}", rule, delete_price)
+        .route(
+            Method::DELETE,
+            "/api/admin/prices/{model}",
+            rule,
+            delete_price,
+        )
         .route(Method::GET, "/api/admin/budgets", rule, list_budgets)
-        .route(Method::PUT, "/api/admin/budgets/workspace", rule, set_workspace_budget)
+        .route(
+            Method::PUT,
+            "/api/admin/budgets/workspace",
+            rule,
+            set_workspace_budget,
+        )
         .route(
             Method::DELETE,
             "/api/admin/budgets/workspace",
             rule,
             remove_workspace_budget,
         )
-        .route(Method::PUT, "/api/admin/budgets/users/{id}", rule, set_user_budget)
+        .route(
+            Method::PUT,
+            "/api/admin/budgets/users/{id}",
+            rule,
+            set_user_budget,
+        )
         .route(
             Method::DELETE,
             "/api/admin/budgets/users/{id}",
@@ -229,8 +259,10 @@ async fn update_provider(
     ctx.record(
         "provider.update",
         Some(("provider", id.to_string())),
-        Some(json!({ "name": row.name, "kind": row.kind, "base_url": row.base_url,
-                     "api_key_changed": key_changed })),
+        Some(
+            json!({ "name": row.name, "kind": row.kind, "base_url": row.base_url,
+                     "api_key_changed": key_changed }),
+        ),
     )
     .await;
     Ok(Json(row.into()))
@@ -304,7 +336,10 @@ fn check_model_name(name: &str) -> ApiResult<String> {
 
 fn check_tokens(field: &'static str, n: i64, max: i64) -> ApiResult<i64> {
     if n < 1 || n > max {
-        return Err(ApiError::invalid_field(field, &format!("must be 1 to {max}")));
+        return Err(ApiError::invalid_field(
+            field,
+            &format!("must be 1 to {max}"),
+        ));
     }
     Ok(n)
 }
@@ -328,7 +363,11 @@ async fn create_model(ctx: Ctx, Json(body): Json<ModelBody>) -> ApiResult<Respon
     if ctx.state.store.provider(body.provider_id).await?.is_none() {
         return Err(ApiError::invalid_field("provider_id", "names no provider"));
     }
-    let context = check_tokens("context_tokens", body.context_tokens.unwrap_or(8192), 10_000_000)?;
+    let context = check_tokens(
+        "context_tokens",
+        body.context_tokens.unwrap_or(8192),
+        10_000_000,
+    )?;
     let max_out = check_tokens(
         "max_output_tokens",
         body.max_output_tokens.unwrap_or(1024),
@@ -503,8 +542,10 @@ async fn set_price(
     ctx.record(
         "price.set",
         Some(("model", row.model.clone())),
-        Some(json!({ "input_micros": row.input_micros, "output_micros": row.output_micros,
-                     "embedding_micros": row.embedding_micros })),
+        Some(
+            json!({ "input_micros": row.input_micros, "output_micros": row.output_micros,
+                     "embedding_micros": row.embedding_micros }),
+        ),
     )
     .await;
     Ok(Json(row))
@@ -512,7 +553,8 @@ async fn set_price(
 
 async fn delete_price(ctx: Ctx, Path(model): Path<String>) -> ApiResult<StatusCode> {
     ctx.state.store.delete_price(&model).await?;
-    ctx.record("price.delete", Some(("model", model)), None).await;
+    ctx.record("price.delete", Some(("model", model)), None)
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -577,8 +619,12 @@ async fn set_workspace_budget(
 
 async fn remove_workspace_budget(ctx: Ctx) -> ApiResult<StatusCode> {
     ctx.state.store.remove_budget(usage::WORKSPACE).await?;
-    ctx.record("budget.remove", Some(("budget", usage::WORKSPACE.into())), None)
-        .await;
+    ctx.record(
+        "budget.remove",
+        Some(("budget", usage::WORKSPACE.into())),
+        None,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -590,7 +636,9 @@ async fn set_user_budget(
     if ctx.state.store.user(id).await?.is_none() {
         return Err(ApiError::not_found());
     }
-    Ok(Json(set_budget(&ctx, &usage::user_subject(id), body).await?))
+    Ok(Json(
+        set_budget(&ctx, &usage::user_subject(id), body).await?,
+    ))
 }
 
 async fn remove_user_budget(ctx: Ctx, Path(id): Path<Id>) -> ApiResult<StatusCode> {

@@ -146,7 +146,12 @@ fn render_location(loc: &serde_json::Value) -> String {
     }
     if let Some(ms) = loc["start_ms"].as_u64() {
         let s = ms / 1000;
-        parts.push(format!("at {:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60));
+        parts.push(format!(
+            "at {:02}:{:02}:{:02}",
+            s / 3600,
+            (s / 60) % 60,
+            s % 60
+        ));
     }
     if let Some(sp) = loc["speaker"].as_str() {
         parts.push(format!("speaker {sp}"));
@@ -201,9 +206,7 @@ async fn retrieve(
     Ok(outcome
         .results
         .into_iter()
-        .filter(|h| {
-            h.scores.keyword.is_some() || h.scores.semantic.is_some_and(|s| s.score >= min)
-        })
+        .filter(|h| h.scores.keyword.is_some() || h.scores.semantic.is_some_and(|s| s.score >= min))
         .enumerate()
         .map(|(i, h)| Source {
             n: i + 1,

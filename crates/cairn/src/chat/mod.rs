@@ -234,11 +234,21 @@ pub fn build_client(state: &AppState, provider: &ProviderRow) -> ApiResult<Clien
         connect: state.config.chat.connect_timeout,
         idle: state.config.chat.idle_timeout,
     };
-    Client::new(kind, &provider.base_url, key, timeouts, state.config.chat.retries).map_err(|e| {
+    Client::new(
+        kind,
+        &provider.base_url,
+        key,
+        timeouts,
+        state.config.chat.retries,
+    )
+    .map_err(|e| {
         ApiError::new(
             axum::http::StatusCode::BAD_GATEWAY,
             e.code(),
-            format!("The model provider `{}` is misconfigured: {e}", provider.name),
+            format!(
+                "The model provider `{}` is misconfigured: {e}",
+                provider.name
+            ),
         )
     })
 }

@@ -202,7 +202,10 @@ async fn completions(ctx: Ctx, Json(body): Json<CompletionBody>) -> ApiResult<Re
     }
     let max_tokens = body.max_completion_tokens.or(body.max_tokens);
     check_sampling(max_tokens, body.temperature)?;
-    let include_usage = body.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    let include_usage = body
+        .stream_options
+        .as_ref()
+        .is_some_and(|o| o.include_usage);
     let _ = body.stream_options.as_ref().map(|o| o.include_obfuscation);
 
     // The question is the last user message; what comes before it is history.
@@ -241,7 +244,10 @@ async fn completions(ctx: Ctx, Json(body): Json<CompletionBody>) -> ApiResult<Re
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "unknown_model",
-                format!("There is no model `{}` you may use; GET /v1/models lists them.", body.model),
+                format!(
+                    "There is no model `{}` you may use; GET /v1/models lists them.",
+                    body.model
+                ),
             ));
         };
         let model = resolve(&state, &ctx.actor, &state.config.chat.default_model).await?;
@@ -252,17 +258,18 @@ async fn completions(ctx: Ctx, Json(body): Json<CompletionBody>) -> ApiResult<Re
         (model, Some(filter))
     } else {
         let model = resolve(&state, &ctx.actor, &body.model).await?;
-        let grounding = (body.model == EXTRACTIVE || body.model == MOCK)
-            .then(SearchFilter::default);
+        let grounding =
+            (body.model == EXTRACTIVE || body.model == MOCK).then(SearchFilter::default);
         (model, grounding)
     };
     let model_name = body.model.clone();
     let slot = match state.chat.try_slot(ctx.actor.user_id) {
         Ok(s) => s,
         Err(busy) => {
-            return Err(busy
-                .error(&state.config)
-                .with_header(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1")))
+            return Err(busy.error(&state.config).with_header(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from_static("1"),
+            ))
         }
     };
     let history: Vec<Message> = messages
@@ -288,7 +295,14 @@ async fn completions(ctx: Ctx, Json(body): Json<CompletionBody>) -> ApiResult<Re
     let id = format!("chatcmpl-{}", Id::new().to_string().replace('-', ""));
     let created = Timestamp::now().as_millis() / 1000;
     if body.stream {
-        Ok(stream_response(rx, id, created, model_name, include_usage, &state))
+        Ok(stream_response(
+            rx,
+            id,
+            created,
+            model_name,
+            include_usage,
+            &state,
+        ))
     } else {
         whole_response(rx, id, created, model_name).await
     }
@@ -329,7 +343,13 @@ fn stream_response(
         usage: None,
         over: false,
     };
-    let opening = chunk(&id, created, &model, json!({ "role": "assistant", "content": "" }), None);
+    let opening = chunk(
+        &id,
+        created,
+        &model,
+        json!({ "role": "assistant", "content": "" }),
+        None,
+    );
     let events = futures::stream::unfold(st, move |mut st| {
         let id = id.clone();
         let model = model.clone();
@@ -347,7 +367,9 @@ fn stream_response(
                         st.sources = json!(s);
                         continue;
                     }
-                    Out::Token(t) => vec![chunk(&id, created, &model, json!({ "content": t }), None)],
+                    Out::Token(t) => {
+                        vec![chunk(&id, created, &model, json!({ "content": t }), None)]
+                    }
                     Out::Usage(u) => {
                         st.usage = Some(json!({
                             "prompt_tokens": u.input_tokens,
@@ -389,7 +411,9 @@ fn stream_response(
             }
         }
     })
-    .flat_map(|events: Vec<SseEvent>| futures::stream::iter(events.into_iter().map(Ok::<_, Infallible>)));
+    .flat_map(|events: Vec<SseEvent>| {
+        futures::stream::iter(events.into_iter().map(Ok::<_, Infallible>))
+    });
     let first = futures::stream::once(async move {
         Ok::<_, Infallible>(SseEvent::default().data(opening.to_string()))
     });
@@ -491,7 +515,10 @@ async fn embeddings(ctx: Ctx, Json(body): Json<EmbeddingBody>) -> ApiResult<Json
     {
         return Err(unsupported(
             "dimensions",
-            &format!("must be {} for this model (or left out).", embedder.dimensions()),
+            &format!(
+                "must be {} for this model (or left out).",
+                embedder.dimensions()
+            ),
         ));
     }
     let base64 = match body.encoding_format.as_deref() {
@@ -508,14 +535,23 @@ async fn embeddings(ctx: Ctx, Json(body): Json<EmbeddingBody>) -> ApiResult<Json
         EmbeddingInput::One(s) => vec![s],
         EmbeddingInput::Many(v) => v,
         EmbeddingInput::Tokens(_) => {
-            return Err(unsupported("input", "must be text: token arrays are not supported."))
+            return Err(unsupported(
+                "input",
+                "must be text: token arrays are not supported.",
+            ))
         }
     };
     if texts.is_empty() || texts.len() > MAX_INPUTS {
-        return Err(ApiError::invalid_field("input", "must hold 1 to 2048 texts"));
+        return Err(ApiError::invalid_field(
+            "input",
+            "must hold 1 to 2048 texts",
+        ));
     }
     if texts.iter().any(|t| t.is_empty()) {
-        return Err(ApiError::invalid_field("input", "must not hold empty texts"));
+        return Err(ApiError::invalid_field(
+            "input",
+            "must not hold empty texts",
+        ));
     }
     let bytes: usize = texts.iter().map(String::len).sum();
     if bytes > MAX_INPUT_BYTES {

@@ -133,7 +133,10 @@ mod tests {
             Message::new(Role::Assistant, "earlier answer"),
         ];
         let built = build(&srcs, true, &history, "What now?", 2048, 512).unwrap();
-        assert!(built.sources_used >= 2 && built.sources_used < 10, "{built:?}");
+        assert!(
+            built.sources_used >= 2 && built.sources_used < 10,
+            "{built:?}"
+        );
         assert!(built.tokens <= 2048 - 512);
         let system = &built.messages[0].content;
         assert!(system.contains("[1] Doc 0, page 1\nsource 0"));

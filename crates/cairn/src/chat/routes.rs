@@ -324,7 +324,10 @@ fn sse_error(e: ApiError) -> Response {
         "partial": false,
     });
     let event = SseEvent::default().event("error").data(data.to_string());
-    Sse::new(futures::stream::once(async move { Ok::<_, Infallible>(event) })).into_response()
+    Sse::new(futures::stream::once(
+        async move { Ok::<_, Infallible>(event) },
+    ))
+    .into_response()
 }
 
 async fn ask(ctx: Ctx, Path(id): Path<Id>, Json(body): Json<AskBody>) -> ApiResult<Response> {
@@ -395,11 +398,7 @@ struct ExportQuery {
     format: Option<String>,
 }
 
-async fn export(
-    ctx: Ctx,
-    Path(id): Path<Id>,
-    Query(q): Query<ExportQuery>,
-) -> ApiResult<Response> {
+async fn export(ctx: Ctx, Path(id): Path<Id>, Query(q): Query<ExportQuery>) -> ApiResult<Response> {
     let conv = conversation(&ctx, id).await?;
     let mut messages = Vec::new();
     let mut after = None;
@@ -425,7 +424,11 @@ async fn export(
         .chars()
         .take(60)
         .collect();
-    let stem = if stem.is_empty() { "conversation".into() } else { stem };
+    let stem = if stem.is_empty() {
+        "conversation".into()
+    } else {
+        stem
+    };
     let (body, mime, ext) = match q.format.as_deref().unwrap_or("markdown") {
         "json" => (
             serde_json::to_string_pretty(&json!({ "conversation": conv, "messages": messages }))
@@ -433,7 +436,11 @@ async fn export(
             "application/json",
             "json",
         ),
-        "markdown" | "md" => (markdown(&conv, &messages), "text/markdown; charset=utf-8", "md"),
+        "markdown" | "md" => (
+            markdown(&conv, &messages),
+            "text/markdown; charset=utf-8",
+            "md",
+        ),
         _ => {
             return Err(ApiError::invalid_field(
                 "format",
@@ -459,7 +466,11 @@ pub fn markdown(conv: &ConversationRow, messages: &[MessageRow]) -> String {
     );
     for m in messages {
         let who = if m.role == "user" { "You" } else { "Cairn" };
-        out.push_str(&format!("\n## {who} — {}\n\n{}\n", m.created_at, m.content.trim()));
+        out.push_str(&format!(
+            "\n## {who} — {}\n\n{}\n",
+            m.created_at,
+            m.content.trim()
+        ));
         if m.status != "complete" {
             out.push_str(&format!(
                 "\n*({}{})*\n",
@@ -539,10 +550,7 @@ pub fn month_bounds(t: Timestamp) -> (Timestamp, Timestamp) {
     } else {
         (d.year(), d.month() + 1)
     };
-    let end = Utc
-        .with_ymd_and_hms(y, m, 1, 0, 0, 0)
-        .single()
-        .unwrap_or(d);
+    let end = Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).single().unwrap_or(d);
     (
         Timestamp::from_millis(start.timestamp_millis()),
         Timestamp::from_millis(end.timestamp_millis()),

@@ -474,7 +474,10 @@ impl Config {
                 }
                 let default_model = p.text("chat.default_model").trim().to_owned();
                 if default_model.is_empty() {
-                    p.fail("chat.default_model", "name a model (e.g. `extractive`)".into());
+                    p.fail(
+                        "chat.default_model",
+                        "name a model (e.g. `extractive`)".into(),
+                    );
                 }
                 ChatConfig {
                     default_model,
@@ -487,11 +490,7 @@ impl Config {
                         1,
                         600,
                     )),
-                    idle_timeout: Duration::from_secs(p.number(
-                        "chat.idle_timeout_secs",
-                        1,
-                        3600,
-                    )),
+                    idle_timeout: Duration::from_secs(p.number("chat.idle_timeout_secs", 1, 3600)),
                     retries: p.number("chat.retries", 0, 10),
                     max_message_chars: p.number("chat.max_message_chars", 1, 10_000_000),
                     max_answer_chars: p.number("chat.max_answer_chars", 100, 100_000_000),

@@ -299,10 +299,14 @@ pub async fn maintain_once(state: &AppState) {
     let s = state.clone();
     let _ = tokio::task::spawn_blocking(move || clean_upload_leftovers(&s, ORPHAN_AGE)).await;
     // Budget reservations of answers whose process died mid-stream.
-    let stale = Timestamp::now().plus_millis(-i64::try_from(STALE_RESERVATION.as_millis()).unwrap_or(0));
+    let stale =
+        Timestamp::now().plus_millis(-i64::try_from(STALE_RESERVATION.as_millis()).unwrap_or(0));
     match state.store.release_stale_reservations(stale).await {
         Ok(0) => {}
-        Ok(n) => tracing::warn!(reservations = n, "released budget reservations of calls that never settled"),
+        Ok(n) => tracing::warn!(
+            reservations = n,
+            "released budget reservations of calls that never settled"
+        ),
         Err(e) => tracing::warn!(error = %e, "could not release stale budget reservations"),
     }
     let history =
