@@ -15,6 +15,7 @@ mod documents;
 mod health;
 mod http;
 mod invites;
+mod openai_sdk;
 mod rate_limits;
 mod replicas;
 mod search;
