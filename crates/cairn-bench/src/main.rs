@@ -6,6 +6,7 @@
 //! `cargo build --release -p cairn && cargo run --release -p cairn-bench`
 
 mod accounts;
+mod chat;
 mod documents;
 mod load;
 mod search;
@@ -39,7 +40,7 @@ struct Args {
     /// Cold starts to time (the median is reported).
     #[arg(long, default_value_t = 15)]
     starts: usize,
-    /// Which measurements: chassis, accounts, documents, search, or all.
+    /// Which measurements: chassis, accounts, documents, search, chat, or all.
     #[arg(long, default_value = "all")]
     only: String,
 }
@@ -71,6 +72,12 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
+    if args.only == "chat" || args.only == "all" {
+        chat::run(&runtime, &binary, &args.json)?;
+        if args.only == "chat" {
+            return Ok(());
+        }
+    }
     if args.only == "search" || args.only == "all" {
         search::run(&runtime, &binary, &args.json)?;
         if args.only == "search" {

@@ -31,7 +31,7 @@ pub fn model_dir() -> Option<PathBuf> {
 }
 
 /// A small deterministic generator (xorshift), so runs compare.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
@@ -43,13 +43,13 @@ impl Rng {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
     /// A Zipf-like rank in 0..n (frequent words are frequent, as in real text).
-    fn zipf(&mut self, n: usize) -> usize {
+    pub(crate) fn zipf(&mut self, n: usize) -> usize {
         let x = self.unit();
         ((n as f64).powf(x) - 1.0) as usize % n
     }
 }
 
-fn vocabulary(n: usize) -> Vec<String> {
+pub(crate) fn vocabulary(n: usize) -> Vec<String> {
     let syllables = [
         "ka", "lo", "mi", "ter", "on", "sa", "rui", "ven", "do", "pel", "ar", "is", "tu", "ne",
         "gra", "bel", "cor", "fi", "han", "jo",
@@ -75,7 +75,7 @@ fn random_unit(rng: &mut Rng) -> Vec<f32> {
 
 /// Fill `store` with `n` chunks (about 180 words each) with random unit vectors, in documents
 /// of 50 chunks in one collection owned by the returned user.
-async fn fill(store: &Store, n: usize) -> anyhow::Result<Id> {
+pub(crate) async fn fill(store: &Store, n: usize) -> anyhow::Result<Id> {
     let user = store
         .create_user(&cairn_store::accounts::NewUser {
             email: format!("bench-{}@cairn.invalid", Id::new()),
@@ -86,6 +86,12 @@ async fn fill(store: &Store, n: usize) -> anyhow::Result<Id> {
         })
         .await?
         .id;
+    fill_for(store, user, n).await?;
+    Ok(user)
+}
+
+/// `n` chunks (with random vectors) in a new collection of `user`.
+pub(crate) async fn fill_for(store: &Store, user: Id, n: usize) -> anyhow::Result<()> {
     let collection = store.create_collection(user, "Bench", "").await?;
     let vocab = vocabulary(20_000);
     let mut rng = Rng(42);
@@ -138,7 +144,7 @@ async fn fill(store: &Store, n: usize) -> anyhow::Result<Id> {
         "  loaded {n} chunks with vectors in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    Ok(user)
+    Ok(())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -183,7 +189,7 @@ async fn latency(
     Ok((percentile(&took, 0.5), percentile(&took, 0.99)))
 }
 
-async fn open(url: &str) -> anyhow::Result<Store> {
+pub(crate) async fn open(url: &str) -> anyhow::Result<Store> {
     let db = cairn_store::Db::connect(&cairn_store::ConnectOptions::new(url)).await?;
     cairn_store::migrate::run(&db).await?;
     Ok(Store::new(db))

@@ -7,6 +7,8 @@
 //! - `echo` — "You said: …" with the last user message, then usage.
 //! - `cite` — "Restart it with the switch [1]. See also [9]." (source 9 rarely exists).
 //! - `slow-<ms>[-<n>]` — `n` tokens (default 40), one every `ms` milliseconds.
+//! - `clock-<ms>[-<n>]` — the same, each token ` @<microseconds since the epoch>` as it is sent,
+//!   so a client can tell how long the token took to reach it.
 //! - `no-usage` — an answer and no usage report.
 //! - `wrong-usage` — an answer with usage reporting zero tokens.
 //! - `huge` — a million tokens, as fast as the connection takes them.
@@ -254,12 +256,15 @@ async fn respond(stats: Arc<Stats>, format: Format, model: &str, last: String) -
             usage: None,
             ending: Ending::Stall,
         },
-        m if m.starts_with("slow-") => {
-            let mut parts = m["slow-".len()..].split('-');
+        m if m.starts_with("slow-") || m.starts_with("clock-") => {
+            let clock = m.starts_with("clock-");
+            let mut parts = m.split('-').skip(1);
             let ms = parts.next().and_then(|p| p.parse().ok()).unwrap_or(50);
             let n = parts.next().and_then(|p| p.parse().ok()).unwrap_or(40);
             Script {
-                tokens: (0..n).map(|i| format!(" t{i}")).collect(),
+                tokens: (0..n)
+                    .map(|i| if clock { CLOCK.to_owned() } else { format!(" t{i}") })
+                    .collect(),
                 delay: Duration::from_millis(ms),
                 usage: Some((30, 0)),
                 ending: Ending::Normal,
@@ -268,6 +273,21 @@ async fn respond(stats: Arc<Stats>, format: Format, model: &str, last: String) -
         _ => return error_response(StatusCode::NOT_FOUND, "no such model"),
     };
     stream_response(stats, format, model.to_owned(), script)
+}
+
+/// A token replaced by the time it is sent.
+const CLOCK: &str = "\u{0}clock";
+
+fn stamp(text: &str) -> String {
+    if text == CLOCK {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0);
+        format!(" @{micros}")
+    } else {
+        text.to_owned()
+    }
 }
 
 fn error_response(status: StatusCode, message: &str) -> Response {
@@ -465,7 +485,7 @@ fn async_body(
                     }
                     let text = token.unwrap_or_default();
                     Some((
-                        Ok(token_frame(format, &model, &text)),
+                        Ok(token_frame(format, &model, &stamp(&text))),
                         (Step::Token(i + 1), watch),
                     ))
                 }

@@ -89,6 +89,8 @@ pub struct Done {
     pub nothing_found: bool,
     pub first_token_ms: Option<u64>,
     pub latency_ms: u64,
+    /// From the question to the request leaving for the model: retrieval, prompt, budget.
+    pub prepare_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -405,7 +407,7 @@ async fn generate(state: AppState, p: Prepared, tx: mpsc::Sender<Out>) {
         reservation,
         slot,
         started,
-        prepare_ms: _,
+        prepare_ms,
     } = p;
     let _slot = slot;
     let model = &ask.model;
@@ -626,6 +628,7 @@ async fn generate(state: AppState, p: Prepared, tx: mpsc::Sender<Out>) {
             nothing_found,
             first_token_ms,
             latency_ms,
+            prepare_ms: (prepare_ms * 1000.0).round() / 1000.0,
         }),
     };
     let _ = tx.send(last).await;
