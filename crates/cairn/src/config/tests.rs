@@ -275,6 +275,34 @@ fn production_lists_every_unsafe_setting_at_once() {
 }
 
 #[test]
+fn production_refuses_the_mock_model_unless_allowed() {
+    let base = [
+        ("CAIRN_ENV", "production"),
+        ("CAIRN_PUBLIC_URL", "https://cairn.example.com"),
+        ("CAIRN_HTTP__TRUSTED_PROXIES", "10.0.0.0/8"),
+        ("CAIRN_DATA_KEY", GOOD_HEX),
+        ("CAIRN_CHAT__DEFAULT_MODEL", "mock"),
+    ];
+    let c = Config::load(&inputs(&base, None, &[])).unwrap();
+    let ids: Vec<&str> = production::problems(&c).iter().map(|p| p.check).collect();
+    assert_eq!(ids, ["mock_model"]);
+    assert!(!crate::chat::mock_allowed(&c));
+    let mut allowed = base.to_vec();
+    allowed.push(("CAIRN_CHAT__ALLOW_MOCK", "true"));
+    let c = Config::load(&inputs(&allowed, None, &[])).unwrap();
+    assert_eq!(production::problems(&c), vec![]);
+    assert!(crate::chat::mock_allowed(&c));
+    // Development always offers it.
+    let c = Config::load(&inputs(&[], None, &[])).unwrap();
+    assert!(crate::chat::mock_allowed(&c));
+    // Bad chat settings are reported.
+    let bad = [("CAIRN_CHAT__CURRENCY", "dollars"), ("CAIRN_CHAT__MIN_SIMILARITY", "2")];
+    let errors = Config::load(&inputs(&bad, None, &[])).unwrap_err();
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["chat.currency", "chat.min_similarity"], "{errors:?}");
+}
+
+#[test]
 fn a_safe_production_config_has_no_problems() {
     let env = [
         ("CAIRN_ENV", "production"),
