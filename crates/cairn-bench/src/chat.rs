@@ -1,6 +1,7 @@
 //! The chat scenario, against a real `cairn serve` and an in-process scripted provider:
-//! - server overhead per streamed token: the same 5,000-token answer read straight from the
-//!   provider and through Cairn;
+//! - server overhead per streamed token: the CPU time Cairn spends relaying a 5,000-token answer
+//!   (decoding the provider's stream, re-encoding it for the client), per token, next to the
+//!   same answer's wall time straight from the provider and through Cairn;
 //! - 1,000 concurrent answers from a provider at 20 tokens/s: Cairn's peak RSS, and how long
 //!   each token takes from the provider to the client (the provider stamps each token with the
 //!   time it sent it);
@@ -184,6 +185,7 @@ async fn token_overhead(binary: &Path, scripted: &scripted::Server) -> anyhow::R
         temperature: None,
     };
     let (mut direct, mut through) = (Vec::new(), Vec::new());
+    let mut cpu = 0.0;
     for round in 0..7 {
         let t = Instant::now();
         let mut stream = client
@@ -198,12 +200,16 @@ async fn token_overhead(binary: &Path, scripted: &scripted::Server) -> anyhow::R
         }
         anyhow::ensure!(n == N, "direct: {n} tokens");
         let d = t.elapsed().as_secs_f64();
+        let cpu_before = server.cpu_seconds().unwrap_or(0.0);
         let t = Instant::now();
         let mut n = 0;
         api.ask(&conv, "go", |_| n += 1).await?;
         anyhow::ensure!(n == N, "through cairn: {n} tokens");
         let c = t.elapsed().as_secs_f64();
+        // The answer is stored after `done` is sent; let it finish before reading the clock.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         if round > 0 {
+            cpu += server.cpu_seconds().unwrap_or(0.0) - cpu_before;
             direct.push(d);
             through.push(c);
         }
@@ -212,14 +218,16 @@ async fn token_overhead(binary: &Path, scripted: &scripted::Server) -> anyhow::R
     direct.sort_by(f64::total_cmp);
     through.sort_by(f64::total_cmp);
     let (d, c) = (percentile(&direct, 0.5), percentile(&through, 0.5));
-    let per_token_us = (c - d) / N as f64 * 1e6;
+    let per_token_us = cpu / (6 * N) as f64 * 1e6;
     eprintln!(
-        "  {N} tokens: straight {:.1} ms, through Cairn {:.1} ms (medians of 6) → {per_token_us:.1} µs per token",
+        "  {N} tokens: Cairn used {per_token_us:.1} µs of CPU per token (6 answers); wall time straight {:.1} ms, through Cairn {:.1} ms (medians)",
         d * 1000.0,
         c * 1000.0
     );
-    Ok(json!({ "tokens": N, "direct_ms": d * 1000.0, "through_cairn_ms": c * 1000.0,
-               "overhead_us_per_token": per_token_us }))
+    Ok(
+        json!({ "tokens": N, "cpu_us_per_token": per_token_us, "direct_ms": d * 1000.0,
+               "through_cairn_ms": c * 1000.0 }),
+    )
 }
 
 /// 1,000 answers at 20 tokens/s at once: peak RSS and per-token delivery latency.
@@ -242,12 +250,18 @@ async fn concurrent_streams(
     let idle_rss = server.rss_bytes().unwrap_or(0);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(streams);
-    for conv in convs {
+    for (i, conv) in convs.into_iter().enumerate() {
         let api = api.clone();
         tasks.push(tokio::spawn(async move {
+            // Spread the starts over one token interval, as independent people would: streams
+            // started in the same millisecond tick in lockstep and queue behind each other.
+            tokio::time::sleep(Duration::from_micros((i as u64 * 50_000) / 1000 % 50_000)).await;
             let mut lat = Vec::with_capacity(tokens_each);
             api.ask(&conv, "count", |t| {
-                if let Some(sent) = t.trim().strip_prefix('@').and_then(|s| s.parse::<u128>().ok())
+                if let Some(sent) = t
+                    .trim()
+                    .strip_prefix('@')
+                    .and_then(|s| s.parse::<u128>().ok())
                 {
                     lat.push((now_micros().saturating_sub(sent)) as f64 / 1000.0);
                 }
@@ -283,6 +297,58 @@ async fn concurrent_streams(
     server.stop()?;
     all.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&all, 0.5), percentile(&all, 0.99));
+    // The same load read straight from the provider, by the same machine: what the provider
+    // and the client cost without Cairn in between.
+    let mut direct = Vec::new();
+    let mut tasks = Vec::with_capacity(streams);
+    for i in 0..streams {
+        let url = scripted.openai_url();
+        let model = model.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_micros((i as u64 * 50_000) / 1000 % 50_000)).await;
+            let client = cairn_llm::Client::new(
+                cairn_llm::Kind::OpenAi,
+                &url,
+                None,
+                cairn_llm::Timeouts::default(),
+                0,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let request = cairn_llm::ChatRequest {
+                model,
+                messages: vec![cairn_llm::Message::new(cairn_llm::Role::User, "count")],
+                max_tokens: 100,
+                temperature: None,
+            };
+            let mut stream = client
+                .stream(&request)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut lat = Vec::new();
+            while let Some(Ok(ev)) = stream.next().await {
+                if let cairn_llm::Event::Token(t) = ev {
+                    if let Some(sent) = t
+                        .trim()
+                        .strip_prefix('@')
+                        .and_then(|s| s.parse::<u128>().ok())
+                    {
+                        lat.push(now_micros().saturating_sub(sent) as f64 / 1000.0);
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    for t in futures::future::join_all(tasks).await {
+        if let Ok(Ok(l)) = t {
+            direct.extend(l);
+        }
+    }
+    direct.sort_by(f64::total_cmp);
+    let (d50, d99) = (percentile(&direct, 0.5), percentile(&direct, 0.99));
+    eprintln!(
+        "  the same load straight from the provider: per token p50 {d50:.2} ms, p99 {d99:.2} ms"
+    );
     eprintln!(
         "  {streams} streams × {tokens_each} tokens at 20/s: {failed} failed, {:.1} s; RSS idle {:.1} MB, peak {:.1} MB (VmHWM {:.1} MB); provider→client per token p50 {p50:.2} ms, p99 {p99:.2} ms",
         wall,
@@ -290,10 +356,14 @@ async fn concurrent_streams(
         peak_rss as f64 / 1e6,
         hwm as f64 / 1e6
     );
-    Ok(json!({ "streams": streams, "tokens_per_stream": tokens_each, "failed": failed,
+    Ok(
+        json!({ "streams": streams, "tokens_per_stream": tokens_each, "failed": failed,
                "wall_s": wall, "idle_rss_mb": idle_rss as f64 / 1e6,
                "peak_rss_mb": peak_rss as f64 / 1e6, "vm_hwm_mb": hwm as f64 / 1e6,
-               "token_latency_p50_ms": p50, "token_latency_p99_ms": p99 }))
+               "token_latency_p50_ms": p50, "token_latency_p99_ms": p99,
+               "direct_token_latency_p50_ms": d50, "direct_token_latency_p99_ms": d99,
+               "added_p50_ms": p50 - d50, "added_p99_ms": p99 - d99 }),
+    )
 }
 
 /// From question to the request leaving, at `chunks` chunks (SQLite, keyword retrieval).
@@ -348,7 +418,10 @@ pub fn run(
         let scripted = scripted::Server::start().await?;
         let mut out = serde_json::Map::new();
         eprintln!("chat: server overhead per streamed token");
-        out.insert("token_overhead".into(), token_overhead(binary, &scripted).await?);
+        out.insert(
+            "token_overhead".into(),
+            token_overhead(binary, &scripted).await?,
+        );
         let streams: usize = std::env::var("CAIRN_BENCH_STREAMS")
             .ok()
             .and_then(|s| s.parse().ok())
@@ -359,7 +432,12 @@ pub fn run(
             concurrent_streams(binary, &scripted, streams).await?,
         );
         let mut prep = Vec::new();
-        for chunks in [10_000, 100_000] {
+        let sizes: Vec<usize> = std::env::var("CAIRN_BENCH_CHAT_CHUNKS")
+            .unwrap_or_else(|_| "10000,100000".into())
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        for chunks in sizes {
             eprintln!("chat: question → request at {chunks} chunks");
             prep.push(prepare_latency(binary, &scripted, chunks).await?);
         }

@@ -34,6 +34,17 @@ fn healthy(addr: SocketAddr) -> bool {
     s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
 
+/// Clock ticks per second, as `/proc/*/stat` counts CPU time.
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
 impl Server {
     pub fn start(binary: &Path, data_dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Server> {
         let port = free_port()?;
@@ -94,6 +105,17 @@ impl Server {
     /// The most resident memory the process has used since it started.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
         self.status_kb("VmHWM:")
+    }
+
+    /// CPU time (user + system) the process has used so far, in seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name (which may hold spaces) start at the state, field 3.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / clock_ticks())
     }
 
     fn status_kb(&self, field: &str) -> Option<u64> {

@@ -263,7 +263,13 @@ async fn respond(stats: Arc<Stats>, format: Format, model: &str, last: String) -
             let n = parts.next().and_then(|p| p.parse().ok()).unwrap_or(40);
             Script {
                 tokens: (0..n)
-                    .map(|i| if clock { CLOCK.to_owned() } else { format!(" t{i}") })
+                    .map(|i| {
+                        if clock {
+                            CLOCK.to_owned()
+                        } else {
+                            format!(" t{i}")
+                        }
+                    })
                     .collect(),
                 delay: Duration::from_millis(ms),
                 usage: Some((30, 0)),

@@ -296,7 +296,10 @@ fn production_refuses_the_mock_model_unless_allowed() {
     let c = Config::load(&inputs(&[], None, &[])).unwrap();
     assert!(crate::chat::mock_allowed(&c));
     // Bad chat settings are reported.
-    let bad = [("CAIRN_CHAT__CURRENCY", "dollars"), ("CAIRN_CHAT__MIN_SIMILARITY", "2")];
+    let bad = [
+        ("CAIRN_CHAT__CURRENCY", "dollars"),
+        ("CAIRN_CHAT__MIN_SIMILARITY", "2"),
+    ];
     let errors = Config::load(&inputs(&bad, None, &[])).unwrap_err();
     let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["chat.currency", "chat.min_similarity"], "{errors:?}");

@@ -585,6 +585,17 @@ async fn broken_providers_fail_cleanly(backend: Backend) {
     ];
     let pairs: Vec<(&str, &str)> = names.iter().map(|n| (*n, *n)).collect();
     add_model(&app, &owner, "openai", &server.openai_url(), &pairs).await;
+    for model in ["cut", "stall", "fail-500"] {
+        let resp = app
+            .call(
+                Method::PUT,
+                &format!("/api/admin/prices/{model}"),
+                &owner,
+                Some(json!({ "input_micros": 1_000_000, "output_micros": 1_000_000 })),
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+    }
     let conv = conversation(&app, &owner, json!({})).await;
     let q = |model: &str| json!({ "content": "How do I restart the relay?", "model": model });
 
@@ -672,6 +683,19 @@ async fn broken_providers_fail_cleanly(backend: Backend) {
     // The history goes with the next question.
     let a = ask(&app, &owner, &conv, q("echo")).await;
     assert_eq!(a.text, "You said: How do I restart the relay?");
+
+    // Failed calls settle what they used: nothing stays reserved, a refused call costs nothing.
+    let mine: Value = app.get_as("/api/usage", &owner).await.json().await.unwrap();
+    assert_eq!(mine["budget"]["reserved_micros"], 0, "{mine}");
+    let by_model = mine["by_model"].as_array().unwrap();
+    let cost = |m: &str| {
+        by_model
+            .iter()
+            .find(|g| g["key"] == m)
+            .map(|g| g["cost_micros"].as_i64().unwrap())
+    };
+    assert!(cost("cut").unwrap() > 0 && cost("stall").unwrap() > 0);
+    assert_eq!(cost("fail-500"), Some(0));
 
     // A provider that is down.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1177,7 +1201,45 @@ async fn provider_keys_are_sealed_and_admins_manage_models(backend: Backend) {
     assert_eq!(list["items"], json!([]));
 }
 
+async fn heartbeats_keep_quiet_streams_open(backend: Backend) {
+    let server = scripted::Server::start().await.unwrap();
+    let app = TestApp::builder(backend)
+        .set("chat.heartbeat_secs", "1")
+        .spawn()
+        .await;
+    let owner = app.create_owner().await;
+    add_model(
+        &app,
+        &owner,
+        "openai",
+        &server.openai_url(),
+        &[("pause", "slow-1600-2")],
+    )
+    .await;
+    let conv = conversation(&app, &owner, json!({ "model": "pause", "collections": [] })).await;
+    let resp = app
+        .call(
+            Method::POST,
+            &format!("/api/conversations/{conv}/messages"),
+            &owner,
+            Some(json!({ "content": "take your time" })),
+        )
+        .await;
+    assert_eq!(resp.headers()["x-accel-buffering"], "no");
+    assert_eq!(resp.headers()["cache-control"], "no-cache");
+    let body = resp.text().await.unwrap();
+    assert!(body.contains(": keep-alive\n"), "{body}");
+    let events = parse_sse(&body);
+    assert_eq!(events.last().unwrap().event, "done");
+    assert_eq!(
+        events.iter().filter(|e| e.event == "token").count(),
+        2,
+        "{body}"
+    );
+}
+
 on_both_backends!(
+    heartbeats_keep_quiet_streams_open,
     extractive_answers_cite_their_sources,
     conversations_are_private,
     bad_questions_get_clear_errors,

@@ -58,7 +58,11 @@ async fn the_official_sdk_works_unmodified(backend: Backend) {
         .arg(app.url("/v1"))
         .arg(&key)
         .arg("cairn:team-handbook")
-        .arg(if embedding.is_some() { "all-MiniLM-L6-v2" } else { "" })
+        .arg(if embedding.is_some() {
+            "all-MiniLM-L6-v2"
+        } else {
+            ""
+        })
         .arg(if llm.is_some() { "smol" } else { "" })
         .output()
         .await
@@ -78,16 +82,25 @@ async fn the_official_sdk_works_unmodified(backend: Backend) {
     assert_eq!(c["role"], "assistant");
     assert_eq!(c["finish_reason"], "stop");
     let content = c["content"].as_str().unwrap();
-    assert!(content.contains("red switch") && content.contains("[1]"), "{content}");
+    assert!(
+        content.contains("red switch") && content.contains("[1]"),
+        "{content}"
+    );
     assert!(c["usage"]["completion_tokens"].as_u64().unwrap() > 0);
     assert_eq!(c["cairn"]["citations"][0]["valid"], true);
     assert_eq!(c["cairn"]["sources"][0]["filename"], "relay.md");
 
     let s = &out["stream"];
-    assert_eq!(s["content"], c["content"], "streamed and whole answers agree");
+    assert_eq!(
+        s["content"], c["content"],
+        "streamed and whole answers agree"
+    );
     assert_eq!(s["finish_reason"], "stop");
     assert!(s["chunks"].as_u64().unwrap() > 3);
-    assert_eq!(s["usage"]["completion_tokens"], c["usage"]["completion_tokens"]);
+    assert_eq!(
+        s["usage"]["completion_tokens"],
+        c["usage"]["completion_tokens"]
+    );
 
     assert_eq!(out["unknown_model"]["status"], 422);
     assert_eq!(out["bad_key"]["status"], 401);
