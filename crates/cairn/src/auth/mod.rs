@@ -93,6 +93,8 @@ pub struct Rule {
     /// A streamed upload: no request-body limit (the handler enforces its own while reading)
     /// and `uploads.timeout_secs` instead of the request timeout.
     pub upload: bool,
+    /// Answers with a Server-Sent Events stream (documented as `text/event-stream`).
+    pub stream: bool,
 }
 
 impl Rule {
@@ -109,6 +111,15 @@ impl Rule {
             limit: limits::Limit::General,
             enrolment: false,
             upload: false,
+            stream: false,
+        }
+    }
+
+    /// The same rule for a route that answers with an event stream.
+    pub const fn streamed(self) -> Rule {
+        Rule {
+            stream: true,
+            ..self
         }
     }
 

@@ -33,7 +33,12 @@ pub fn routes() -> ApiRoutes {
     let rule = Rule::MEMBER.key(Scope::Chat);
     ApiRoutes::new()
         .route(Method::GET, "/v1/models", rule, models)
-        .route(Method::POST, "/v1/chat/completions", rule, completions)
+        .route(
+            Method::POST,
+            "/v1/chat/completions",
+            rule.streamed(),
+            completions,
+        )
         .route(Method::POST, "/v1/embeddings", rule, embeddings)
 }
 

@@ -38,7 +38,12 @@ pub fn routes() -> ApiRoutes {
             rule,
             list_messages,
         )
-        .route(Method::POST, "/api/conversations/{id}/messages", rule, ask)
+        .route(
+            Method::POST,
+            "/api/conversations/{id}/messages",
+            rule.streamed(),
+            ask,
+        )
         .route(Method::GET, "/api/conversations/{id}/export", rule, export)
         .route(Method::GET, "/api/usage", rule, my_usage)
 }

@@ -72,7 +72,16 @@ pub fn document(table: &RouteTable) -> Value {
             .unwrap_or("api")
             .to_owned();
         let mut responses = Map::new();
-        responses.insert("2XX".into(), json!({ "description": "Success" }));
+        if rule.stream {
+            responses.insert(
+                "2XX".into(),
+                json!({ "description": "Success: a stream of Server-Sent Events (see docs/api.md), or JSON where the request asks for no stream",
+                        "content": { "text/event-stream": { "schema": { "type": "string" } },
+                                     "application/json": { "schema": { "type": "object" } } } }),
+            );
+        } else {
+            responses.insert("2XX".into(), json!({ "description": "Success" }));
+        }
         responses.insert("400".into(), error_response("Malformed request"));
         if rule.access != Access::Public {
             responses.insert(
