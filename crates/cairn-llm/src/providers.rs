@@ -361,7 +361,9 @@ impl Decoder {
 
     /// At the end of the body: the closing events, or why the stream is incomplete.
     fn end(&mut self, out: &mut VecDeque<Event>) -> Result<(), LlmError> {
-        if self.kind == Kind::Gemini && self.finish.is_some() {
+        // Gemini has no end marker; some OpenAI-compatible servers omit `[DONE]`. A finish
+        // reason followed by the end of the body is a complete answer.
+        if self.finish.is_some() {
             self.done = true;
         }
         if !self.done {

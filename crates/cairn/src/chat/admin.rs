@@ -240,11 +240,22 @@ async fn update_provider(
     if let Some(n) = body.name {
         row.name = check_name("name", &n)?;
     }
+    let before = (row.kind.clone(), row.base_url.clone());
     if let Some(k) = body.kind {
         row.kind = check_kind(&k)?.as_str().to_owned();
     }
     if let Some(u) = body.base_url {
         row.base_url = check_url(&u)?;
+    }
+    // The stored key goes only where it was meant to go: a new address needs it given again.
+    if (row.kind.clone(), row.base_url.clone()) != before
+        && row.sealed_api_key.is_some()
+        && body.api_key.is_none()
+    {
+        return Err(ApiError::invalid_field(
+            "api_key",
+            "must be given again (or \"\" for none) when kind or base_url changes",
+        ));
     }
     let key_changed = body.api_key.is_some();
     if let Some(k) = body.api_key {

@@ -112,6 +112,31 @@ pub enum Out {
     Error(Failure),
 }
 
+/// A budget reservation that is released if nobody settles it (the request was dropped between
+/// reserving and streaming).
+struct Held {
+    state: AppState,
+    user: Id,
+    model: String,
+    id: Option<Id>,
+}
+
+impl Held {
+    /// Hand the reservation over to whoever settles it.
+    fn take(&mut self) -> Option<Id> {
+        self.id.take()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let (state, user, model) = (self.state.clone(), self.user, self.model.clone());
+            tokio::spawn(async move { release(&state, user, Some(id), &model).await });
+        }
+    }
+}
+
 /// A question ready to stream.
 pub struct Prepared {
     ask: Ask,
@@ -119,7 +144,9 @@ pub struct Prepared {
     sources: Vec<Source>,
     nothing_found: bool,
     prompt_tokens: u64,
-    reservation: Option<Id>,
+    reservation: Held,
+    /// The most this answer is charged: what was reserved for it.
+    reserved_micros: i64,
     slot: StreamSlot,
     started: Instant,
     /// Milliseconds from the question to the request leaving for the model.
@@ -280,27 +307,32 @@ pub async fn prepare(state: &AppState, ask: Ask, slot: StreamSlot) -> ApiResult<
     sources.truncate(built.sources_used);
     let nothing_found = grounded && sources.is_empty();
 
-    // Reserve the most this call can cost: the whole prompt and the longest answer.
+    // Reserve the most this call can cost: the whole prompt (counted with another model's
+    // tokenizer, so with a quarter more for the difference) and the longest answer.
     let most = if nothing_found {
         0
     } else {
-        model.price.cost(built.tokens, u64::from(max_tokens))
+        model
+            .price
+            .cost(built.tokens + built.tokens / 4, u64::from(max_tokens))
     };
-    let reservation = if most > 0 {
+    let mut reservation = Held {
+        state: state.clone(),
+        user: ask.user,
+        model: model.name.clone(),
+        id: None,
+    };
+    if most > 0 {
         let month = usage::month_of(Timestamp::now());
         match state.store.reserve_budget(ask.user, &month, most).await? {
-            Ok(id) => Some(id),
+            Ok(id) => reservation.id = Some(id),
             Err(refusal) => return Err(over_budget(state, &refusal)),
         }
-    } else {
-        None
-    };
+    }
     if let Some(conversation) = ask.conversation {
         let q = MessageRow::new(conversation, "user", ask.question.clone());
-        if let Err(e) = state.store.add_message(ask.user, &q).await {
-            release(state, ask.user, reservation, &model.name).await;
-            return Err(e.into());
-        }
+        // On failure the reservation is released as `reservation` drops.
+        state.store.add_message(ask.user, &q).await?;
     }
     let request = ChatRequest {
         model: model.upstream.clone(),
@@ -315,6 +347,7 @@ pub async fn prepare(state: &AppState, ask: Ask, slot: StreamSlot) -> ApiResult<
         nothing_found,
         prompt_tokens: built.tokens,
         reservation,
+        reserved_micros: most,
         slot,
         prepare_ms: started.elapsed().as_secs_f64() * 1000.0,
         started,
@@ -404,11 +437,13 @@ async fn generate(state: AppState, p: Prepared, tx: mpsc::Sender<Out>) {
         sources,
         nothing_found,
         prompt_tokens,
-        reservation,
+        mut reservation,
+        reserved_micros,
         slot,
         started,
         prepare_ms,
     } = p;
+    let reservation = reservation.take();
     let _slot = slot;
     let model = &ask.model;
     let message_id = ask.conversation.map(|_| Id::new());
@@ -437,10 +472,20 @@ async fn generate(state: AppState, p: Prepared, tx: mpsc::Sender<Out>) {
                 &ask.question,
                 &passages,
             ))),
-            Engine::Remote(client) => client.stream(&request).await,
+            Engine::Remote(client) => {
+                tokio::select! {
+                    biased;
+                    _ = tx.closed() => {
+                        release(&state, ask.user, reservation, &model.name).await;
+                        return;
+                    }
+                    opened = client.stream(&request) => opened,
+                }
+            }
         }
     };
     let mut answer = String::new();
+    let mut answer_chars = 0usize;
     let mut reported: Option<Usage> = None;
     let mut first_token_ms = None;
     let max_chars = state.config.chat.max_answer_chars;
@@ -458,9 +503,17 @@ async fn generate(state: AppState, p: Prepared, tx: mpsc::Sender<Out>) {
                     if first_token_ms.is_none() {
                         first_token_ms = Some(started.elapsed().as_millis() as u64);
                     }
-                    if answer.len() + t.len() > max_chars {
+                    let n = t.chars().count();
+                    if answer_chars + n > max_chars {
+                        // Keep what fits, then stop there.
+                        let fits: String = t.chars().take(max_chars - answer_chars).collect();
+                        if !fits.is_empty() {
+                            answer.push_str(&fits);
+                            let _ = tx.send(Out::Token(fits)).await;
+                        }
                         break Ending::TooLong;
                     }
+                    answer_chars += n;
                     answer.push_str(&t);
                     if tx.send(Out::Token(t)).await.is_err() {
                         break Ending::ClientGone;
@@ -504,7 +557,21 @@ async fn generate(state: AppState, p: Prepared, tx: mpsc::Sender<Out>) {
     let cost = if builtin {
         0
     } else {
-        model.price.cost(input_tokens, output_tokens)
+        let full = model.price.cost(input_tokens, output_tokens);
+        // Never charge past what was set aside: the budget check was made against it.
+        if reservation.is_some() && full > reserved_micros {
+            tracing::warn!(
+                model = %model.name,
+                cost_micros = full,
+                reserved_micros,
+                input_tokens,
+                output_tokens,
+                "a call cost more than its reservation; charging the reservation"
+            );
+            reserved_micros
+        } else {
+            full
+        }
     };
     let (status, finish_reason, failure): (&'static str, String, Option<(&'static str, String)>) =
         match &ending {
@@ -522,15 +589,19 @@ async fn generate(state: AppState, p: Prepared, tx: mpsc::Sender<Out>) {
                     ),
                 )),
             ),
-            Ending::Failed(e) => (
-                if answer.is_empty() {
-                    "failed"
-                } else {
-                    "incomplete"
-                },
-                "error".into(),
-                Some((e.code(), e.to_string())),
-            ),
+            Ending::Failed(e) => {
+                // The provider's own words (addresses, bodies) go to the log, not to members.
+                tracing::warn!(model = %model.name, code = e.code(), error = %e, "a model call failed");
+                (
+                    if answer.is_empty() {
+                        "failed"
+                    } else {
+                        "incomplete"
+                    },
+                    "error".into(),
+                    Some((e.code(), failure_message(e).to_owned())),
+                )
+            }
         };
     let (valid, invalid) = citations::check(&answer, sources.len());
     let mut cites: Vec<Citation> = valid
@@ -632,6 +703,19 @@ async fn generate(state: AppState, p: Prepared, tx: mpsc::Sender<Out>) {
         }),
     };
     let _ = tx.send(last).await;
+}
+
+/// What members read about a provider failure.
+fn failure_message(e: &LlmError) -> &'static str {
+    match e {
+        LlmError::Unreachable(_) => "The model provider could not be reached.",
+        LlmError::Timeout(_) => "The model provider stopped responding.",
+        LlmError::Status { status: 429, .. } => "The model provider is rate-limiting requests; try again shortly.",
+        LlmError::Status { status: 401 | 403, .. } => "The model provider refused Cairn's credentials; an admin needs to check the provider's API key.",
+        LlmError::Status { .. } => "The model provider answered with an error.",
+        LlmError::Protocol(_) => "The model provider sent a response Cairn could not read.",
+        LlmError::Truncated => "The model provider's answer was cut off.",
+    }
 }
 
 /// The history of a conversation as model messages (failed turns left out).

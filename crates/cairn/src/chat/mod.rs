@@ -265,7 +265,7 @@ fn role_allowed(model: &ModelRow, actor: &Principal) -> bool {
         .any(|r| r.trim() == actor.role.as_str())
 }
 
-async fn price_of(state: &AppState, model: &str) -> ApiResult<Price> {
+pub(crate) async fn price_of(state: &AppState, model: &str) -> ApiResult<Price> {
     Ok(state
         .store
         .price(model)
@@ -297,17 +297,10 @@ pub async fn resolve(state: &AppState, actor: &Principal, name: &str) -> ApiResu
         max_output_tokens: 1024,
         price: Price::default(),
     };
+    // The built-ins run no model: they are free whatever price is set for their names.
     match name {
-        EXTRACTIVE => {
-            let mut m = builtin(Engine::Extractive);
-            m.price = price_of(state, name).await?;
-            return Ok(m);
-        }
-        MOCK if mock_allowed(&state.config) => {
-            let mut m = builtin(Engine::Mock);
-            m.price = price_of(state, name).await?;
-            return Ok(m);
-        }
+        EXTRACTIVE => return Ok(builtin(Engine::Extractive)),
+        MOCK if mock_allowed(&state.config) => return Ok(builtin(Engine::Mock)),
         _ => {}
     }
     let Some((model, provider)) = state.store.model_named(name).await? else {
@@ -358,7 +351,7 @@ pub async fn available(state: &AppState, actor: &Principal) -> ApiResult<Vec<Mod
             provider: None,
             context_tokens: 16_384,
             max_output_tokens: 1024,
-            price: prices.get(b).copied().unwrap_or_default(),
+            price: Price::default(),
             default: default == b,
         });
     }

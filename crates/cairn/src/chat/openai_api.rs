@@ -159,6 +159,20 @@ struct Part {
     text: Option<String>,
 }
 
+fn check_length(state: &crate::app::AppState, text: &str) -> ApiResult<()> {
+    let max = state.config.chat.max_message_chars;
+    let chars = text.chars().count();
+    if chars > max {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "message_too_long",
+            format!("A message is {chars} characters long; the limit is {max}."),
+        )
+        .with_details(json!({ "chars": chars, "max_chars": max })));
+    }
+    Ok(())
+}
+
 fn unsupported(param: &str, why: &str) -> ApiError {
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -227,7 +241,10 @@ async fn completions(ctx: Ctx, Json(body): Json<CompletionBody>) -> ApiResult<Re
                 ))
             }
         };
-        messages.push(Message::new(role, text_of(m.content)?));
+        let text = text_of(m.content)?;
+        // Each message within the question limit: the prompt is counted token by token.
+        check_length(&state, &text)?;
+        messages.push(Message::new(role, text));
     }
     let Some(last) = messages.pop().filter(|m| m.role == Role::User) else {
         return Err(ApiError::invalid_field(
@@ -562,7 +579,13 @@ async fn embeddings(ctx: Ctx, Json(body): Json<EmbeddingBody>) -> ApiResult<Json
     if bytes > MAX_INPUT_BYTES {
         return Err(ApiError::payload_too_large(MAX_INPUT_BYTES));
     }
-    let tokens: u64 = texts.iter().map(|t| cairn_llm::tokens::count(t)).sum();
+    // Counting up to 4 MiB of text takes a while: off the async runtime.
+    let (texts, tokens) = tokio::task::spawn_blocking(move || {
+        let tokens: u64 = texts.iter().map(|t| cairn_llm::tokens::count(t)).sum();
+        (texts, tokens)
+    })
+    .await
+    .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
     let price = super::price_of(state, name).await?;
     let cost = price.embedding_cost(tokens);
     let month = usage::month_of(Timestamp::now());
@@ -578,23 +601,30 @@ async fn embeddings(ctx: Ctx, Json(body): Json<EmbeddingBody>) -> ApiResult<Json
     } else {
         None
     };
-    let result = embedder.embed(texts).await;
-    let (vectors, cost) = match result {
-        Ok(v) => (Some(v), cost),
-        Err(_) => (None, 0),
-    };
-    let event = UsageEvent {
-        user_id: ctx.actor.user_id,
-        model: name.clone(),
-        kind: "embedding",
-        input_tokens: if vectors.is_some() { tokens as i64 } else { 0 },
-        output_tokens: 0,
-        estimated: true,
-        cost_micros: cost,
-    };
-    if let Err(e) = state.store.settle_budget(reservation, &event).await {
-        tracing::error!(error = %e, "could not settle an embedding call");
-    }
+    // The call and its settlement run on their own task: a client that leaves (or a timeout)
+    // must not leave the reservation behind.
+    let task_state = state.clone();
+    let embedder = embedder.clone();
+    let user = ctx.actor.user_id;
+    let model_name = name.clone();
+    let vectors = tokio::spawn(async move {
+        let vectors = embedder.embed(texts).await.ok();
+        let event = UsageEvent {
+            user_id: user,
+            model: model_name,
+            kind: "embedding",
+            input_tokens: if vectors.is_some() { tokens as i64 } else { 0 },
+            output_tokens: 0,
+            estimated: true,
+            cost_micros: if vectors.is_some() { cost } else { 0 },
+        };
+        if let Err(e) = task_state.store.settle_budget(reservation, &event).await {
+            tracing::error!(error = %e, "could not settle an embedding call");
+        }
+        vectors
+    })
+    .await
+    .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
     let Some(vectors) = vectors else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -526,9 +526,11 @@ async fn my_usage(ctx: Ctx) -> ApiResult<Json<MyUsage>> {
     let user = ctx.actor.user_id;
     let (from, to) = month_bounds(now);
     let mut workspace = store.budget_standing(usage::WORKSPACE, &month).await?;
-    // People see what the workspace has left, not what others spent.
+    // People see what the workspace has left, not what others spent (nor the limit, from
+    // which the rest would follow).
     workspace.spent_micros = 0;
     workspace.reserved_micros = 0;
+    workspace.limit_micros = None;
     Ok(Json(MyUsage {
         budget: store
             .budget_standing(&usage::user_subject(user), &month)

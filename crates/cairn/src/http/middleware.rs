@@ -39,6 +39,9 @@ fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
     ok.then(|| s.to_owned())
 }
 
+/// The outer bound of a streamed route.
+const STREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 pub async fn request_context(
     State(state): State<AppState>,
     mut req: Request,
@@ -69,14 +72,13 @@ pub async fn request_context(
         .map(|m| m.as_str().to_owned());
     let is_api = req.uri().path().starts_with("/api/");
     let span = tracing::info_span!("request", request_id = %request_id);
-    let is_upload = route
-        .as_deref()
-        .and_then(|r| state.routes.rule(&method, r))
-        .is_some_and(|rule| rule.upload);
-    let timeout = if is_upload {
-        state.config.uploads.timeout
-    } else {
-        state.config.http.request_timeout
+    let rule = route.as_deref().and_then(|r| state.routes.rule(&method, r));
+    let timeout = match rule {
+        Some(r) if r.upload => state.config.uploads.timeout,
+        // Answers (streamed or awaited whole on `/v1`) are bounded by the provider's idle
+        // timeout and `chat.max_answer_chars` instead.
+        Some(r) if r.stream => STREAM_TIMEOUT,
+        _ => state.config.http.request_timeout,
     };
     let path = req.uri().path().to_owned();
     let mut response = REQUEST_ID

@@ -644,6 +644,11 @@ async fn broken_providers_fail_cleanly(backend: Backend) {
         assert_eq!(last.event, "error", "{model}");
         assert_eq!(last.data["code"], code);
         assert_eq!(last.data["partial"], false);
+        // The provider's own words stay in the server log.
+        assert!(!last.data["message"]
+            .as_str()
+            .unwrap()
+            .contains("scripted failure"));
     }
 
     // Usage missing or implausible: estimated with the tokenizer, and marked so.
@@ -1182,6 +1187,58 @@ async fn provider_keys_are_sealed_and_admins_manage_models(backend: Backend) {
         "{audit}"
     );
     assert!(!audit.to_string().contains("sk-secret-value"));
+    // A stored key never follows the provider to a new address unless given again.
+    let resp = app
+        .call(
+            Method::PATCH,
+            &format!("/api/admin/providers/{pid}"),
+            &owner,
+            Some(json!({ "base_url": "https://elsewhere.example/v1" })),
+        )
+        .await;
+    assert_eq!(
+        error_body(resp, 422).await["details"]["fields"]["api_key"].is_string(),
+        true
+    );
+    let resp = app
+        .call(
+            Method::PATCH,
+            &format!("/api/admin/providers/{pid}"),
+            &owner,
+            Some(json!({ "base_url": "https://elsewhere.example/v1", "api_key": "" })),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["has_api_key"], false);
+    // Built-in models stay free whatever price is set for their names.
+    let resp = app
+        .call(
+            Method::PUT,
+            "/api/admin/prices/extractive",
+            &owner,
+            Some(json!({ "input_micros": 1_000_000_000, "output_micros": 1_000_000_000 })),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let resp = app
+        .call(
+            Method::PUT,
+            "/api/admin/budgets/workspace",
+            &owner,
+            Some(json!({ "monthly_limit_micros": 0 })),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let conv = conversation(&app, &member, json!({})).await;
+    let a = ask(
+        &app,
+        &member,
+        &conv,
+        json!({ "content": "anything at all" }),
+    )
+    .await;
+    assert_eq!(a.last().event, "done", "{:?}", a.events);
+    assert_eq!(a.get("usage").unwrap()["cost_micros"], 0);
     // Deleting the provider removes its models.
     let resp = app
         .call(
@@ -1199,6 +1256,52 @@ async fn provider_keys_are_sealed_and_admins_manage_models(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(list["items"], json!([]));
+}
+
+async fn whole_answers_outlive_the_request_timeout(backend: Backend) {
+    let server = scripted::Server::start().await.unwrap();
+    let app = TestApp::builder(backend)
+        .set("http.request_timeout_secs", "1")
+        .spawn()
+        .await;
+    let owner = app.create_owner().await;
+    add_model(
+        &app,
+        &owner,
+        "openai",
+        &server.openai_url(),
+        &[("slow", "slow-100-20")],
+    )
+    .await;
+    let key = app.api_key(&owner, &["chat"]).await;
+    let resp = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({ "model": "slow", "messages": [{ "role": "user", "content": "count" }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .count(),
+        20
+    );
+    // Other routes keep the request timeout.
+    let resp = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({ "model": "slow", "messages": [{ "role": "user", "content": "x".repeat(40_000) }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_body(resp, 422).await["code"], "message_too_long");
 }
 
 async fn heartbeats_keep_quiet_streams_open(backend: Backend) {
@@ -1239,6 +1342,7 @@ async fn heartbeats_keep_quiet_streams_open(backend: Backend) {
 }
 
 on_both_backends!(
+    whole_answers_outlive_the_request_timeout,
     heartbeats_keep_quiet_streams_open,
     extractive_answers_cite_their_sources,
     conversations_are_private,
