@@ -80,7 +80,22 @@ pub fn build(
             sources_used += 1;
         }
         if sources_used == 0 {
-            system.push_str("\n\n(none)");
+            // Not even the best passage fits whole: give as much of it as fits, rather than
+            // answering that nothing was found.
+            if let Some(first) = sources.first() {
+                let head = format!("\n\n[1] {}\n", first.label);
+                let room = left.saturating_sub(tokens::count(&head) + 8);
+                if room >= 32 {
+                    let (cut, _) = tokens::truncate(first.text.trim(), room);
+                    let block = format!("{head}{cut} …");
+                    left = left.saturating_sub(tokens::count(&block));
+                    system.push_str(&block);
+                    sources_used = 1;
+                }
+            }
+            if sources_used == 0 {
+                system.push_str("\n\n(none)");
+            }
         }
     }
     // The most recent history that still fits, kept in order.
@@ -155,6 +170,20 @@ mod tests {
         let q = "word ".repeat(5000);
         let err = build(&[], true, &[], &q, 4096, 1024).unwrap_err();
         assert!(err.question_tokens > 4096);
+    }
+
+    #[test]
+    fn the_best_source_is_cut_to_fit_rather_than_dropped() {
+        let long = "lorem ipsum ".repeat(2000);
+        let srcs = [PromptSource {
+            label: "Big".into(),
+            text: &long,
+        }];
+        let built = build(&srcs, true, &[], "What?", 1024, 256).unwrap();
+        assert_eq!(built.sources_used, 1);
+        assert!(built.tokens <= 1024 - 256, "{}", built.tokens);
+        assert!(built.messages[0].content.contains("[1] Big\nlorem ipsum"));
+        assert!(built.messages[0].content.ends_with(" …"));
     }
 
     #[test]
