@@ -258,12 +258,7 @@ fn openai_body(req: &ChatRequest) -> Value {
 /// Anthropic wants the system prompt apart and user/assistant turns alternating, starting
 /// with the user: consecutive turns of one role are joined.
 fn anthropic_body(req: &ChatRequest) -> Value {
-    let system: Vec<&str> = req
-        .messages
-        .iter()
-        .filter(|m| m.role == Role::System)
-        .map(|m| m.content.as_str())
-        .collect();
+    let system = system_text(req);
     let turns = alternating(req, "assistant");
     let messages: Vec<Value> = turns
         .into_iter()
@@ -275,8 +270,8 @@ fn anthropic_body(req: &ChatRequest) -> Value {
         "messages": messages,
         "stream": true,
     });
-    if !system.is_empty() {
-        body["system"] = json!(system.join("\n\n"));
+    if let Some(system) = system {
+        body["system"] = json!(system);
     }
     if let Some(t) = req.temperature {
         body["temperature"] = json!(t);
@@ -285,12 +280,7 @@ fn anthropic_body(req: &ChatRequest) -> Value {
 }
 
 fn gemini_body(req: &ChatRequest) -> Value {
-    let system: Vec<&str> = req
-        .messages
-        .iter()
-        .filter(|m| m.role == Role::System)
-        .map(|m| m.content.as_str())
-        .collect();
+    let system = system_text(req);
     let contents: Vec<Value> = alternating(req, "model")
         .into_iter()
         .map(|(role, text)| json!({ "role": role, "parts": [{ "text": text }] }))
@@ -300,10 +290,21 @@ fn gemini_body(req: &ChatRequest) -> Value {
         config["temperature"] = json!(t);
     }
     let mut body = json!({ "contents": contents, "generationConfig": config });
-    if !system.is_empty() {
-        body["systemInstruction"] = json!({ "parts": [{ "text": system.join("\n\n") }] });
+    if let Some(system) = system {
+        body["systemInstruction"] = json!({ "parts": [{ "text": system }] });
     }
     body
+}
+
+/// The system messages joined (the formats that take the system prompt apart), if any.
+fn system_text(req: &ChatRequest) -> Option<String> {
+    let parts: Vec<&str> = req
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::System)
+        .map(|m| m.content.as_str())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("\n\n"))
 }
 
 /// The non-system turns as `(role, text)`, consecutive turns of one role joined, starting

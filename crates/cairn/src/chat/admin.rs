@@ -14,6 +14,7 @@ use serde_json::json;
 use super::{build_client, EXTRACTIVE, MOCK};
 use crate::accounts::context::Ctx;
 use crate::auth::{ApiRoutes, Rule, Scope};
+use crate::documents::routes::bad_query;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::Json;
 use crate::http::query::Query;
@@ -685,23 +686,13 @@ async fn usage_summary(ctx: Ctx, Query(q): Query<UsageQuery>) -> ApiResult<Json<
     let (group, name) = match q.group_by.as_deref().unwrap_or("model") {
         "model" => (GroupBy::Model, "model"),
         "user" => (GroupBy::User, "user"),
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                "`group_by` must be `user` or `model`.",
-            ))
-        }
+        _ => return Err(bad_query("`group_by` must be `user` or `model`.")),
     };
     let (month_start, month_end) = super::routes::month_bounds(Timestamp::now());
     let from = q.from.unwrap_or(month_start);
     let to = q.to.unwrap_or(month_end);
     if from >= to {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            "`from` must be before `to`.",
-        ));
+        return Err(bad_query("`from` must be before `to`."));
     }
     Ok(Json(UsageReport {
         group_by: name,

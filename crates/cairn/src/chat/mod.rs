@@ -66,6 +66,16 @@ pub struct Price {
     pub embedding_micros: i64,
 }
 
+impl From<cairn_store::chat::PriceRow> for Price {
+    fn from(p: cairn_store::chat::PriceRow) -> Self {
+        Price {
+            input_micros: p.input_micros,
+            output_micros: p.output_micros,
+            embedding_micros: p.embedding_micros,
+        }
+    }
+}
+
 impl Price {
     /// What a call with these token counts costs, rounded up to a whole micro-unit.
     pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> i64 {
@@ -270,11 +280,7 @@ pub(crate) async fn price_of(state: &AppState, model: &str) -> ApiResult<Price> 
         .store
         .price(model)
         .await?
-        .map(|p| Price {
-            input_micros: p.input_micros,
-            output_micros: p.output_micros,
-            embedding_micros: p.embedding_micros,
-        })
+        .map(Price::from)
         .unwrap_or_default())
 }
 
@@ -327,16 +333,7 @@ pub async fn available(state: &AppState, actor: &Principal) -> ApiResult<Vec<Mod
         .prices()
         .await?
         .into_iter()
-        .map(|p| {
-            (
-                p.model,
-                Price {
-                    input_micros: p.input_micros,
-                    output_micros: p.output_micros,
-                    embedding_micros: p.embedding_micros,
-                },
-            )
-        })
+        .map(|p| (p.model.clone(), Price::from(p)))
         .collect();
     let default = &state.config.chat.default_model;
     let mut out = Vec::new();

@@ -133,7 +133,9 @@ struct CompletionBody {
 struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
+    /// Accepted for compatibility; Cairn's stream is not obfuscated.
     #[serde(default)]
+    #[allow(dead_code)]
     include_obfuscation: Option<bool>,
 }
 
@@ -225,7 +227,6 @@ async fn completions(ctx: Ctx, Json(body): Json<CompletionBody>) -> ApiResult<Re
         .stream_options
         .as_ref()
         .is_some_and(|o| o.include_usage);
-    let _ = body.stream_options.as_ref().map(|o| o.include_obfuscation);
 
     // The question is the last user message; what comes before it is history.
     let mut messages = Vec::with_capacity(body.messages.len());
@@ -501,6 +502,8 @@ struct EmbeddingBody {
     input: EmbeddingInput,
     encoding_format: Option<String>,
     dimensions: Option<u32>,
+    /// Accepted for compatibility and ignored.
+    #[allow(dead_code)]
     user: Option<String>,
 }
 
@@ -514,7 +517,6 @@ enum EmbeddingInput {
 
 async fn embeddings(ctx: Ctx, Json(body): Json<EmbeddingBody>) -> ApiResult<Json<Value>> {
     let state = &ctx.state;
-    let _ = body.user;
     let Some(embedder) = state.embedder.as_ref() else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

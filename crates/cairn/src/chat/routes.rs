@@ -19,6 +19,7 @@ use super::{available, resolve, ModelInfo};
 use crate::accounts::admin::{page, Page};
 use crate::accounts::context::Ctx;
 use crate::auth::{ApiRoutes, Rule, Scope};
+use crate::documents::routes::cursor;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::Json;
 use crate::http::query::{page_limit, Query};
@@ -63,16 +64,6 @@ async fn list_models(ctx: Ctx) -> ApiResult<Json<ModelList>> {
         items: available(&ctx.state, &ctx.actor).await?,
         default: ctx.state.config.chat.default_model.clone(),
     }))
-}
-
-fn bad_query(message: &'static str) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
-}
-
-fn cursor(raw: Option<&str>) -> ApiResult<Option<Id>> {
-    raw.map(str::parse::<Id>)
-        .transpose()
-        .map_err(|_| bad_query("`cursor` is not one this API returned."))
 }
 
 #[derive(Deserialize)]

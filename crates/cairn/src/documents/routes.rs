@@ -107,11 +107,11 @@ fn last_owner() -> ApiError {
     )
 }
 
-fn bad_query(message: &'static str) -> ApiError {
+pub(crate) fn bad_query(message: &'static str) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
 }
 
-fn cursor(raw: Option<&str>) -> ApiResult<Option<Id>> {
+pub(crate) fn cursor(raw: Option<&str>) -> ApiResult<Option<Id>> {
     raw.map(str::parse::<Id>)
         .transpose()
         .map_err(|_| bad_query("`cursor` is not one this API returned."))
