@@ -81,6 +81,8 @@ pub struct UsageGroup {
 pub enum GroupBy {
     User,
     Model,
+    /// By UTC day (`YYYY-MM-DD`), oldest first; days without usage are absent.
+    Day,
 }
 
 impl Store {
@@ -250,7 +252,8 @@ impl Store {
         })?)
     }
 
-    /// Usage between `from` and `to`, grouped, optionally for one user; most expensive first.
+    /// Usage between `from` and `to`, grouped, optionally for one user; most expensive first (by
+    /// day: oldest first).
     pub async fn usage_summary(
         &self,
         group: GroupBy,
@@ -262,6 +265,16 @@ impl Store {
             (GroupBy::Model, _) => "model",
             (GroupBy::User, crate::Backend::Postgres) => "COALESCE(user_id::text, '')",
             (GroupBy::User, crate::Backend::Sqlite) => "COALESCE(user_id, '')",
+            (GroupBy::Day, crate::Backend::Postgres) => {
+                "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+            }
+            (GroupBy::Day, crate::Backend::Sqlite) => {
+                "strftime('%Y-%m-%d', created_at / 1000, 'unixepoch')"
+            }
+        };
+        let order = match group {
+            GroupBy::Day => "key",
+            _ => "cost_micros DESC, key",
         };
         let sql = format!(
             "SELECT {key} AS key, COUNT(*) AS calls, \
@@ -269,7 +282,7 @@ impl Store {
              CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
              CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros \
              FROM usage_events WHERE created_at >= $1 AND created_at < $2 \
-             AND ($3 IS NULL OR user_id = $3) GROUP BY {key} ORDER BY cost_micros DESC, key"
+             AND ($3 IS NULL OR user_id = $3) GROUP BY {key} ORDER BY {order}"
         );
         Ok(
             on_pool!(self.db.pool(), p => sqlx::query_as::<_, UsageGroup>(&sql)

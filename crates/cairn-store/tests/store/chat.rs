@@ -295,5 +295,18 @@ pub async fn budgets_story(backend: Backend) {
         (by_user[0].key.clone(), by_user[0].input_tokens),
         (bob.to_string(), 100)
     );
+    // By UTC day: every event here is from today.
+    let by_day = store
+        .usage_summary(GroupBy::Day, start, end, None)
+        .await
+        .unwrap();
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let yesterday = (chrono::Utc::now() - chrono::Duration::minutes(2))
+        .format("%Y-%m-%d")
+        .to_string();
+    assert!(!by_day.is_empty() && by_day.len() <= 2, "{by_day:?}");
+    assert!(by_day.iter().all(|d| d.key == today || d.key == yesterday));
+    assert_eq!(by_day.iter().map(|d| d.calls).sum::<i64>(), 3);
+    assert_eq!(by_day.iter().map(|d| d.cost_micros).sum::<i64>(), 177);
     assert_eq!(store.budgets().await.unwrap().len(), 1);
 }

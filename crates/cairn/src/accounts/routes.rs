@@ -450,7 +450,10 @@ async fn setup_workspace(
             .store
             .put_setting(
                 super::workspace::KEY,
-                json!(super::workspace::Settings { name: Some(w) }),
+                json!(super::workspace::Settings {
+                    name: Some(w),
+                    ..Default::default()
+                }),
                 Expect::Any,
                 Some(user.id),
             )

@@ -666,7 +666,7 @@ async fn remove_user_budget(ctx: Ctx, Path(id): Path<Id>) -> ApiResult<StatusCod
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UsageQuery {
-    /// `user` or `model` (default).
+    /// `user`, `model` (default) or `day`.
     group_by: Option<String>,
     from: Option<Timestamp>,
     to: Option<Timestamp>,
@@ -686,7 +686,8 @@ async fn usage_summary(ctx: Ctx, Query(q): Query<UsageQuery>) -> ApiResult<Json<
     let (group, name) = match q.group_by.as_deref().unwrap_or("model") {
         "model" => (GroupBy::Model, "model"),
         "user" => (GroupBy::User, "user"),
-        _ => return Err(bad_query("`group_by` must be `user` or `model`.")),
+        "day" => (GroupBy::Day, "day"),
+        _ => return Err(bad_query("`group_by` must be `user`, `model` or `day`.")),
     };
     let (month_start, month_end) = super::routes::month_bounds(Timestamp::now());
     let from = q.from.unwrap_or(month_start);

@@ -11,6 +11,7 @@ pub mod json;
 pub mod middleware;
 pub mod openapi;
 pub mod query;
+pub mod web;
 
 use std::time::Duration;
 
@@ -121,10 +122,6 @@ pub fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<Strin
         .map(|c| c.value().to_owned())
 }
 
-async fn not_found() -> impl IntoResponse {
-    ApiError::not_found()
-}
-
 async fn method_not_allowed() -> impl IntoResponse {
     ApiError::method_not_allowed()
 }
@@ -156,7 +153,7 @@ pub fn router(state: AppState, api: Router<AppState>, extra: Option<Router<AppSt
         routes = routes.merge(extra);
     }
     routes
-        .fallback(not_found)
+        .fallback(web::fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.http.body_limit_bytes))
         .layer(axum::middleware::from_fn_with_state(

@@ -108,6 +108,7 @@ const MATRIX: &[(&str, &str, Access, Option<Scope>)] = &[
         None,
     ),
     ("GET", "/api/workspace", Access::SignedIn, Some(Scope::Read)),
+    ("GET", "/api/workspace/public", Access::Public, None),
     ("GET", "/api/openapi.json", Access::Public, None),
     ("GET", "/api/docs", Access::Public, None),
     ("PATCH", "/api/workspace", Access::Admin, Some(Scope::Admin)),

@@ -559,6 +559,21 @@ async fn a_real_model_answers_with_usage_and_cost(backend: Backend) {
         .unwrap();
     assert_eq!(report["items"][0]["key"], "smol");
     assert_eq!(report["items"][0]["cost_micros"], i + 2 * o);
+    // Over time: one row per UTC day with usage, for charts.
+    let daily: Value = app
+        .get_as("/api/admin/usage?group_by=day", &owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(daily["group_by"], "day");
+    let days = daily["items"].as_array().unwrap();
+    assert!(days[0]["key"].as_str().unwrap().len() == 10, "{daily}");
+    let total: i64 = days
+        .iter()
+        .map(|d| d["cost_micros"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, i + 2 * o);
 }
 
 async fn broken_providers_fail_cleanly(backend: Backend) {

@@ -82,6 +82,46 @@ async fn unknown_routes_and_methods_get_json_errors() {
 }
 
 #[tokio::test]
+async fn the_web_app_answers_outside_the_api_and_its_routes_fall_back_to_the_page() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    // The app's own routes get the page (or, in a build without it, a page saying so).
+    for path in ["/", "/chat/0192f0c4", "/admin/users"] {
+        let resp = app.get(path).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert_eq!(resp.headers()["cache-control"], "no-cache");
+        assert!(resp.headers().contains_key("content-security-policy"));
+    }
+    // A missing file is a 404, not the page; the API's unknown paths stay JSON.
+    for path in ["/assets/missing-abc.js", "/favicon-missing.ico"] {
+        let e = error_body(app.get(path).await, 404).await;
+        assert_eq!(e["code"], "not_found", "{path}");
+    }
+    for path in ["/api/nothing", "/v1/nothing", "/api"] {
+        let e = error_body(app.get(path).await, 404).await;
+        assert_eq!(e["code"], "not_found", "{path}");
+    }
+    // Only reads.
+    let resp = app.client.post(app.url("/chat")).send().await.unwrap();
+    assert_eq!(error_body(resp, 405).await["code"], "method_not_allowed");
+    // Revalidation: the ETag of the page answers 304.
+    let first = app.get("/").await;
+    if let Some(etag) = first.headers().get("etag").cloned() {
+        let again = app
+            .client
+            .get(app.url("/"))
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304);
+    }
+}
+
+#[tokio::test]
 async fn a_body_over_the_limit_is_refused_with_413_naming_the_limit() {
     let app = TestApp::builder(Backend::Sqlite)
         .set("http.body_limit_bytes", "2048")

@@ -99,3 +99,107 @@ async fn workspace_settings_are_versioned_validated_and_audited(backend: Backend
 }
 
 on_both_backends!(workspace_settings_are_versioned_validated_and_audited);
+
+/// A 1×1 PNG.
+const PNG_1PX: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+
+async fn branding_is_validated_and_the_public_part_shown_before_sign_in(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    // Before setup: the sign-in page learns that setup is still to be done.
+    let public: Value = app.get("/api/workspace/public").await.json().await.unwrap();
+    assert_eq!(public["setup_needed"], true);
+    assert_eq!(public["registration"], "approval");
+
+    let owner = app.create_owner().await;
+    let member = app.user_with("m@example.com", "member", "active").await;
+    let logo = format!("data:image/png;base64,{PNG_1PX}");
+    let resp = app
+        .call(
+            Method::PATCH,
+            "/api/workspace",
+            &owner,
+            Some(json!({
+                "logo": logo,
+                "accent_color": "#3B82F6",
+                "welcome_message": "  Ask about the **handbook**.  ",
+                "suggested_prompts": ["How do I book leave?", " Who is on call? "],
+            })),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let got: Value = resp.json().await.unwrap();
+    assert_eq!(got["accent_color"], "#3b82f6");
+    assert_eq!(got["welcome_message"], "Ask about the **handbook**.");
+    assert_eq!(
+        got["suggested_prompts"],
+        json!(["How do I book leave?", "Who is on call?"])
+    );
+
+    // Anyone (signed in or not) sees name, logo and colour; only members see the rest.
+    let public: Value = app.get("/api/workspace/public").await.json().await.unwrap();
+    assert_eq!(public["setup_needed"], false);
+    assert_eq!(public["name"], "Acme");
+    assert_eq!(public["logo"], logo.as_str());
+    assert_eq!(public["accent_color"], "#3b82f6");
+    assert!(public.get("welcome_message").is_none(), "{public}");
+    let full: Value = app
+        .get_as("/api/workspace", &member)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(full["suggested_prompts"][1], "Who is on call?");
+
+    // Bad branding: clear errors, nothing stored.
+    for body in [
+        json!({ "logo": "https://evil.example/logo.png" }),
+        json!({ "logo": "data:image/svg+xml;base64,PHN2Zz48L3N2Zz4=" }),
+        json!({ "logo": format!("data:image/jpeg;base64,{PNG_1PX}") }),
+        json!({ "logo": "data:image/png;base64,!!!" }),
+        json!({ "logo": format!("data:image/png;base64,{}", "A".repeat(300_000)) }),
+        json!({ "accent_color": "red" }),
+        json!({ "accent_color": "#12345g" }),
+        json!({ "welcome_message": "x".repeat(4001) }),
+        json!({ "suggested_prompts": vec!["q"; 9] }),
+        json!({ "suggested_prompts": [""] }),
+    ] {
+        let resp = app
+            .call(Method::PATCH, "/api/workspace", &owner, Some(body.clone()))
+            .await;
+        let e = error_body(resp, 422).await;
+        assert_eq!(e["code"], "invalid_fields", "{body}");
+    }
+    let full: Value = app
+        .get_as("/api/workspace", &member)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(full["logo"], logo.as_str());
+    assert_eq!(full["accent_color"], "#3b82f6");
+
+    // The audit log keeps the logo's digest, not its bytes; `null` removes it.
+    let resp = app
+        .call(
+            Method::PATCH,
+            "/api/workspace",
+            &owner,
+            Some(json!({ "logo": null, "welcome_message": "" })),
+        )
+        .await;
+    let got: Value = resp.json().await.unwrap();
+    assert_eq!(got["logo"], Value::Null);
+    assert_eq!(got["welcome_message"], Value::Null);
+    let audit: Value = app
+        .get_as("/api/audit?action=settings.changed", &owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let text = audit.to_string();
+    assert!(!text.contains(PNG_1PX), "the logo's bytes are not audited");
+    assert!(text.contains("sha256"), "{text}");
+}
+
+on_both_backends!(branding_is_validated_and_the_public_part_shown_before_sign_in);
