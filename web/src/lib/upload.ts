@@ -54,6 +54,11 @@ export async function uploadFile(
   const key = randomKey();
   let r = await once(url, file, key, onProgress, signal);
   if (r.status === 401 && (await refreshSession())) r = await once(url, file, key, onProgress, signal);
+  // A busy database answers 500/503 now and then; the same Idempotency-Key makes a retry safe.
+  for (let attempt = 1; attempt <= 2 && (r.status === 500 || r.status === 503); attempt++) {
+    await new Promise((res) => setTimeout(res, 400 * attempt));
+    r = await once(url, file, key, onProgress, signal);
+  }
   if (r.status >= 200 && r.status < 300) return JSON.parse(r.body);
   throw parseError(r);
 }
