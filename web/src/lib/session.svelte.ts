@@ -26,6 +26,8 @@ export interface Branding {
   accent_color: string | null;
   welcome_message: string | null;
   suggested_prompts: string[];
+  /** Who may sign up: `closed`, `invite`, `approval` or `open` (from the public view). */
+  registration: string | null;
 }
 
 export const session = $state({
@@ -42,6 +44,7 @@ export const branding = $state<Branding>({
   accent_color: null,
   welcome_message: null,
   suggested_prompts: [],
+  registration: null,
 });
 
 export function isAdmin() {
@@ -77,27 +80,51 @@ export async function signOut() {
 }
 
 const HEX = /^#[0-9a-fA-F]{6}$/;
-const SAFE_LOGO = /^data:image\/(png|jpeg|gif|webp|svg\+xml);base64,[A-Za-z0-9+/=]+$/;
+const SAFE_LOGO = /^data:image\/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/=]+$/;
 
+/** Apply what is known of the branding; fields left out keep their current value. */
 export function applyBranding(b: Partial<Branding>) {
-  branding.name = (b.name && b.name.trim()) || 'Cairn';
-  branding.logo = b.logo && SAFE_LOGO.test(b.logo) ? b.logo : null;
-  branding.accent_color = b.accent_color && HEX.test(b.accent_color) ? b.accent_color : null;
-  branding.welcome_message = b.welcome_message ?? null;
-  branding.suggested_prompts = Array.isArray(b.suggested_prompts)
-    ? b.suggested_prompts.filter((p) => typeof p === 'string' && p.trim()).slice(0, 8)
-    : [];
+  if ('name' in b) branding.name = (b.name && b.name.trim()) || 'Cairn';
+  if ('logo' in b) branding.logo = b.logo && SAFE_LOGO.test(b.logo) ? b.logo : null;
+  if ('accent_color' in b) branding.accent_color = b.accent_color && HEX.test(b.accent_color) ? b.accent_color : null;
+  if ('welcome_message' in b) branding.welcome_message = b.welcome_message ?? null;
+  if ('suggested_prompts' in b)
+    branding.suggested_prompts = Array.isArray(b.suggested_prompts)
+      ? b.suggested_prompts.filter((p) => typeof p === 'string' && p.trim()).slice(0, 8)
+      : [];
+  if ('registration' in b) branding.registration = b.registration ?? null;
   const root = document.documentElement;
   if (branding.accent_color) root.style.setProperty('--accent', branding.accent_color);
   else root.style.removeProperty('--accent');
   document.title = branding.name;
 }
 
-export async function loadBranding() {
+/** The public view (before sign-in): name, logo, colour, who may sign up, whether setup is due. */
+export async function loadBranding(): Promise<{ setup_needed?: boolean } | null> {
   try {
-    applyBranding(await api<Branding>('/api/workspace/public', { noRefresh: true }));
+    const pub = await api<Partial<Branding> & { setup_needed?: boolean }>('/api/workspace/public', { noRefresh: true });
+    const { setup_needed, ...rest } = pub;
+    applyBranding(rest);
+    return { setup_needed };
   } catch {
     // Servers without public branding keep Cairn's look.
+    return null;
+  }
+}
+
+/** The signed-in view adds the welcome message and suggested questions. */
+export async function loadWorkspace() {
+  try {
+    const w = await get<Partial<Branding>>('/api/workspace');
+    applyBranding({
+      name: w.name,
+      logo: w.logo ?? null,
+      accent_color: w.accent_color ?? null,
+      welcome_message: w.welcome_message ?? null,
+      suggested_prompts: w.suggested_prompts ?? [],
+    });
+  } catch {
+    /* the public view is enough */
   }
 }
 

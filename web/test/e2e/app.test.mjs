@@ -253,6 +253,7 @@ test('a lost access cookie is renewed with the refresh cookie, once', async () =
 });
 
 let scriptedModel = 'scripted';
+let backupCodes = [];
 
 test('the admin adds a model provider, a model and a price', async () => {
   await owner.goto(`${cairn.url}/admin/models`);
@@ -360,7 +361,7 @@ test('two-factor enrolment, then sign-in with a code and with a backup code', as
   await member.getByLabel('The 6-digit code the app shows').fill(totp(secret, enrolledAt));
   await member.getByRole('button', { name: 'Turn on' }).click();
   await member.getByRole('list', { name: 'Backup codes' }).locator('code').first().waitFor();
-  const codes = await member.getByRole('list', { name: 'Backup codes' }).locator('code').allTextContents();
+  const codes = (backupCodes = await member.getByRole('list', { name: 'Backup codes' }).locator('code').allTextContents());
   assert.equal(codes.length, 10);
 
   // Signing in again asks for the second factor.
@@ -407,5 +408,27 @@ test('settings and workspace screens', async () => {
   await shot(owner, 'settings-api-keys.png', [owner.locator('td.nowrap, .mono')]);
   await owner.goto(`${cairn.url}/admin/workspace`);
   await owner.getByRole('heading', { name: 'Workspace and branding' }).waitFor();
+  await owner.getByLabel('Welcome message (Markdown, on the new-conversation screen)').fill('Welcome to **Acme**. Ask about on-call, releases and how we work. <img src="http://attacker.invalid/w.png">');
+  await owner.getByLabel('Suggested questions, one per line (at most 8)').fill('When does the rotation change?\nWho do I escalate to?');
+  await owner.getByRole('button', { name: 'Save' }).click();
+  await owner.getByText('Workspace settings saved.').waitFor();
   await shot(owner, 'admin-workspace.png');
+
+  // The member's new-conversation screen shows the welcome and the suggestions; one click asks.
+  await member.goto(`${cairn.url}/sign-in`);
+  await member.getByLabel('Email').fill(MEMBER.email);
+  await member.getByLabel('Password').fill(MEMBER.password);
+  await member.getByRole('button', { name: 'Sign in' }).click();
+  await member.getByLabel('Code from your authenticator app').waitFor();
+  await member.getByRole('button', { name: 'Use a backup code instead' }).click();
+  await member.getByLabel('Backup code').fill(backupCodes[1]);
+  await member.getByRole('button', { name: 'Sign in' }).click();
+  await member.waitForURL('**/chat');
+  await member.getByText('Welcome to').waitFor();
+  assert.equal(await member.locator('.welcome-message img').count(), 0);
+  await shot(member, 'chat-welcome.png');
+  await member.getByRole('button', { name: 'Who do I escalate to?' }).click();
+  await member.waitForURL('**/chat/*');
+  await member.locator('article.assistant').last().getByRole('button', { name: 'Copy' }).waitFor({ timeout: 30_000 });
+  assert.deepEqual(attackerRequests, []);
 });
