@@ -64,6 +64,13 @@ export function setSignedOutHandler(fn: () => void) {
   onSignedOut = fn;
 }
 
+/** Called with refusals that concern the whole account (enrolment required, suspended). */
+let onAccountRefusal: ((code: string) => void) | null = null;
+export function setAccountRefusalHandler(fn: (code: string) => void) {
+  onAccountRefusal = fn;
+}
+const ACCOUNT_REFUSALS = new Set(['totp_enrolment_required', 'account_suspended']);
+
 const REFRESHABLE = new Set(['invalid_token', 'unauthenticated']);
 
 let refreshing: Promise<boolean> | null = null;
@@ -191,6 +198,22 @@ export async function send(path: string, opts: RequestOptions = {}): Promise<Res
         }
       }
       if (res.status === 401 && onSignedOut) onSignedOut();
+    }
+  }
+  if (res.status === 403) {
+    const err = await toApiError(res.clone());
+    if (err.code === 'csrf_failed' && !opts.noRefresh) {
+      // The tab lost its CSRF token (a new tab, cleared storage): a refresh hands out the session's.
+      setCsrf(null);
+      if (await refreshSession()) {
+        try {
+          res = await make();
+        } catch (e) {
+          throw networkError(e);
+        }
+      }
+    } else if (ACCOUNT_REFUSALS.has(err.code) && onAccountRefusal) {
+      onAccountRefusal(err.code);
     }
   }
   return res;

@@ -48,6 +48,7 @@ before(async () => {
   mkdirSync(shots, { recursive: true });
   // Many sign-ins from one address in a minute: the test raises the sign-in rate limits.
   cairn = await startCairn({ 'rate_limit.auth_per_minute': 200, 'rate_limit.account_per_minute': 100 });
+  console.log(`# web app served by ${cairn.servesApp ? 'the cairn binary (embedded build equals web/dist)' : 'the test front server from web/dist (the binary embeds another build)'}`);
   provider = await startProvider(HOSTILE_ANSWER);
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -294,6 +295,20 @@ test('model output with raw HTML, a javascript: link and a remote image renders 
   await member.waitForTimeout(300);
   assert.deepEqual(attackerRequests, []);
   assert.equal(await member.evaluate(() => window.__pwned), undefined);
+});
+
+test('stop ends a streaming answer; the part kept is marked incomplete', async () => {
+  await member.getByLabel('Your question').fill('Explain the on-call rotation slowly.');
+  await member.getByLabel('Your question').press('Enter');
+  const answer = member.locator('article.assistant').last();
+  await answer.getByText('word3').waitFor({ timeout: 30_000 });
+  await member.getByRole('button', { name: 'Stop' }).click();
+  await answer.getByText('The answer was stopped before it was complete.').waitFor();
+  const kept = await answer.locator('.md').textContent();
+  assert.ok(!kept.includes('word99'), 'the answer went on after stop');
+  // The server stored the part that arrived, marked incomplete.
+  await member.reload();
+  await member.locator('article.assistant').last().getByText('The answer was stopped before it was complete.').waitFor();
 });
 
 test('over budget, the member is told in plain words with the code', async () => {

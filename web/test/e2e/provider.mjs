@@ -28,8 +28,14 @@ export async function startProvider(answer) {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       const send = (o) => res.write(`data: ${JSON.stringify(o)}\n\n`);
       send({ ...base, choices: [{ index: 0, delta: { role: 'assistant' }, finish_reason: null }] });
-      for (const piece of text.match(/\S+\s*|\s+/g) ?? []) {
+      // A question asking for it "slowly" gets a long answer, a token every 100 ms (to press stop).
+      const last = [...(request.messages ?? [])].reverse().find((m) => m.role === 'user');
+      const slow = typeof last?.content === 'string' && last.content.includes('slowly');
+      const pieces = slow ? Array.from({ length: 100 }, (_, i) => `word${i} `) : (text.match(/\S+\s*|\s+/g) ?? []);
+      for (const piece of pieces) {
+        if (res.destroyed) return;
         send({ ...base, choices: [{ index: 0, delta: { content: piece }, finish_reason: null }] });
+        if (slow) await new Promise((r) => setTimeout(r, 100));
       }
       send({ ...base, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] });
       send({ ...base, choices: [], usage });
