@@ -87,15 +87,41 @@ async function newPage(opts = {}) {
   return page;
 }
 
+/** Every visible control on the page has a name a screen reader can say. */
+async function assertLabelled(page, name) {
+  const unnamed = await page.evaluate(() => {
+    const out = [];
+    for (const el of document.querySelectorAll('input, select, textarea, button, a[href]')) {
+      if (el.type === 'hidden' || el.closest('[aria-hidden="true"]')) continue;
+      const r = el.getBoundingClientRect();
+      const hiddenInput = el.classList.contains('visually-hidden');
+      if (!hiddenInput && (r.width === 0 || r.height === 0)) continue;
+      const named =
+        el.getAttribute('aria-label') ||
+        el.getAttribute('aria-labelledby') ||
+        (el.labels && el.labels.length > 0) ||
+        (['BUTTON', 'A'].includes(el.tagName) && el.textContent.trim()) ||
+        el.getAttribute('title');
+      if (!named) out.push(el.outerHTML.slice(0, 120));
+    }
+    return out;
+  });
+  assert.deepEqual(unnamed, [], `unlabelled controls on ${name}`);
+}
+
 /** A screenshot with times, ids and secrets masked, so runs differ as little as possible. */
 async function shot(page, name, extraMask = []) {
+  await assertLabelled(page, name);
   await page.evaluate(() => document.fonts?.ready);
   await page.screenshot({
     path: join(shots, name),
     animations: 'disabled',
     caret: 'hide',
-    mask: [page.locator('[data-volatile], .when, time, .secret, code.secret'), ...extraMask],
+    mask: [page.locator('.secret, code.secret'), ...extraMask],
     maskColor: '#d0d0d0',
+    // Passing notices come and go with timing: never in the picture.
+    // Times, durations and costs that differ from run to run are left blank.
+    style: '.notices { display: none !important; } [data-volatile], .when { visibility: hidden !important; } textarea, input { caret-color: transparent !important; }',
   });
 }
 
