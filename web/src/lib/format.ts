@@ -17,7 +17,9 @@ export function bytes(n: number): string {
 export function money(micros: number | null | undefined, currency = 'USD'): string {
   if (micros === null || micros === undefined) return '—';
   const v = micros / 1_000_000;
-  const digits = v !== 0 && Math.abs(v) < 0.01 ? 4 : 2;
+  // Cents as usual; smaller amounts with the digits they need (down to a micro-unit).
+  let digits = 2;
+  while (digits < 6 && Math.abs(Math.round(v * 10 ** digits) - v * 10 ** digits) > 1e-6) digits++;
   try {
     return new Intl.NumberFormat('en', {
       style: 'currency',

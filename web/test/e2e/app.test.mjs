@@ -280,6 +280,7 @@ test('a lost access cookie is renewed with the refresh cookie, once', async () =
 });
 
 let scriptedModel = 'scripted';
+const llmBase = () => process.env.CAIRN_TEST_LLM_URL.replace(/\/+$/, '').replace(/(\/v1)?$/, '/v1');
 let backupCodes = [];
 
 test('the admin adds a model provider, a model and a price', async () => {
@@ -343,10 +344,12 @@ test('over budget, the member is told in plain words with the code', async () =>
     // Against the real llama.cpp server when the test services run.
     await owner.goto(`${cairn.url}/admin/models`);
     await owner.getByLabel('Name', { exact: true }).fill('llama');
-    await owner.getByLabel('Base URL').fill(process.env.CAIRN_TEST_LLM_URL.replace(/\/$/, '').replace(/(\/v1)?$/, '/v1'));
+    await owner.getByLabel('Base URL').fill(llmBase());
     await owner.getByRole('button', { name: 'Add provider' }).click();
     await owner.locator('li strong', { hasText: 'llama' }).waitFor();
-    const upstream = process.env.CAIRN_TEST_LLM_MODEL || 'smollm2';
+    // The model the server offers (OpenAI's `data[].id`, or llama.cpp's `models[].name`).
+    const listed = await (await fetch(`${llmBase()}/models`)).json();
+    const upstream = process.env.CAIRN_TEST_LLM_MODEL || listed.data?.[0]?.id || listed.models?.[0]?.name;
     await owner.getByLabel('Name people see').fill('local-llama');
     await owner.getByLabel('Provider').selectOption({ label: 'llama' });
     await owner.getByLabel('Upstream model').fill(upstream);
@@ -356,8 +359,16 @@ test('over budget, the member is told in plain words with the code', async () =>
     await owner.getByLabel('Input per 1M tokens').fill('1.00');
     await owner.getByLabel('Output per 1M tokens').fill('1.00');
     await owner.getByRole('button', { name: 'Save price' }).click();
-    await owner.getByRole('cell', { name: 'local-llama' }).waitFor();
+    await owner.getByRole('cell', { name: '$1.00' }).first().waitFor();
     model = 'local-llama';
+    // A real model's answer streams in before the budget is set.
+    await member.goto(`${cairn.url}/chat`);
+    await member.getByLabel('Model').selectOption(model);
+    await member.getByLabel('Your question').fill('When does the on-call rotation change?');
+    await member.getByLabel('Your question').press('Enter');
+    const answer = member.locator('article.assistant').last();
+    await answer.getByRole('button', { name: 'Copy' }).waitFor({ timeout: 120_000 });
+    assert.ok((await answer.locator('.md').textContent()).trim().length > 0);
   } else {
     console.log('# CAIRN_TEST_LLM_URL is not set: the budget step uses the scripted provider instead of llama.cpp');
   }

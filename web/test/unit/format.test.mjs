@@ -18,7 +18,9 @@ test('overlapping and out-of-range highlights are tolerated', () => {
 
 test('money and sizes read naturally', () => {
   assert.equal(money(1_230_000, 'USD'), '$1.23');
-  assert.equal(money(1, 'USD'), '$0.0000');
+  assert.equal(money(1, 'USD'), '$0.000001');
+  assert.equal(money(150, 'USD'), '$0.00015');
+  assert.equal(money(0, 'USD'), '$0.00');
   assert.equal(bytes(1536), '1.5 KB');
   assert.equal(locationLabel({ page: 3, heading_path: ['A', 'B'] }), 'p. 3 · A › B');
 });
