@@ -484,3 +484,48 @@ test('settings and workspace screens', async () => {
   await member.locator('article.assistant').last().getByRole('button', { name: 'Copy' }).waitFor({ timeout: 30_000 });
   assert.deepEqual(attackerRequests, []);
 });
+
+test('an invitation admits at once; a reset link sets a new password', async () => {
+  await owner.goto(`${cairn.url}/admin/invites`);
+  await owner.getByRole('button', { name: 'Create invitation' }).click();
+  const link = (await owner.getByTestId('invite-link').textContent()).trim();
+  assert.match(link, /\/sign-up\?invite=/);
+  await owner.getByRole('button', { name: 'Done' }).click();
+  await owner.locator('td', { hasText: '0 of 1' }).waitFor();
+  await shot(owner, 'admin-invites.png');
+
+  const guest = await newPage();
+  await guest.goto(link.replace(/^https?:\/\/[^/]+/, cairn.url));
+  await guest.getByText('You were invited').waitFor();
+  await guest.getByLabel('Your name').fill('Ivy Invited');
+  await guest.getByLabel('Email').fill('ivy@example.com');
+  await guest.getByLabel('Password').fill('invited person passphrase');
+  await guest.getByRole('button', { name: 'Sign up' }).click();
+  await guest.waitForURL('**/chat');
+
+  // Ivy forgot her password: the admin makes a one-time link.
+  await owner.goto(`${cairn.url}/admin/users?q=ivy`);
+  await owner.locator('tr[data-email="ivy@example.com"]').getByRole('button', { name: 'Reset link' }).click();
+  const reset = (await owner.locator('.reset .secret').textContent()).trim();
+  await guest.context().clearCookies();
+  await guest.goto(reset.replace(/^https?:\/\/[^/]+/, cairn.url));
+  await guest.getByLabel('New password', { exact: true }).fill('a brand new passphrase');
+  await guest.getByLabel('New password again').fill('a brand new passphrase');
+  await guest.getByRole('button', { name: 'Set the password' }).click();
+  await guest.getByRole('link', { name: 'Sign in' }).click();
+  await guest.getByLabel('Email').fill('ivy@example.com');
+  await guest.getByLabel('Password').fill('a brand new passphrase');
+  await guest.getByRole('button', { name: 'Sign in' }).click();
+  await guest.waitForURL('**/chat');
+  await guest.context().close();
+});
+
+test('regenerate asks the question again and shows the new answer in place', async () => {
+  await member.goto(`${cairn.url}/chat`);
+  await member.locator('aside li a', { hasText: 'When does the rotation change?' }).click();
+  const answers = member.locator('article.assistant');
+  await answers.last().getByRole('button', { name: 'Regenerate' }).click();
+  await answers.last().locator('a.cite').first().waitFor();
+  await answers.last().getByRole('button', { name: 'Copy' }).waitFor();
+  assert.equal(await answers.count(), 1);
+});
