@@ -388,6 +388,34 @@ async fn prepare_latency(
     let server = start(binary, dir.path(), &[])?;
     let api = Api::sign_in(server.addr).await?;
     api.provider(&scripted.openai_url(), &["echo"]).await?;
+    // Measure the steady state: wait for the in-memory search index the server builds at start.
+    let t = std::time::Instant::now();
+    loop {
+        let metrics = api
+            .http
+            .get(format!("{}/metrics", api.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let held = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("cairn_search_index_chunks "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if held >= chunks {
+            eprintln!(
+                "  {chunks} chunks: search index ready {:.1} s after start",
+                t.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        anyhow::ensure!(
+            t.elapsed() < std::time::Duration::from_secs(600),
+            "the search index was not built"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let vocab = crate::search::vocabulary(20_000);
     let mut rng = crate::search::Rng(11);
     let mut took = Vec::new();

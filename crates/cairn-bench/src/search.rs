@@ -220,13 +220,47 @@ async fn query_latency(rows: &mut Vec<serde_json::Value>) -> anyhow::Result<()> 
             eprintln!("search: {backend}, {size} chunks");
             let store = open(&url).await?;
             let user = fill(&store, size).await?;
-            for mode in Mode::ALL {
-                let (p50, p99) = latency(&store, user, mode, 200).await?;
-                eprintln!("  {:<8} p50 {p50:.2} ms  p99 {p99:.2} ms", mode.as_str());
-                rows.push(json!({
-                    "backend": backend, "chunks": size, "mode": mode.as_str(),
-                    "p50_ms": p50, "p99_ms": p99,
-                }));
+            // SQLite: with the in-memory index (the default), then on FTS5 and sqlite-vec alone.
+            let variants: &[(&str, bool)] = if admin.is_none() {
+                &[("memory", true), ("tables", false)]
+            } else {
+                &[("tables", false)]
+            };
+            for &(index, on) in variants {
+                store.set_search_index(on);
+                if on {
+                    // Open the database afresh, as a restarted server would, and time the build.
+                    let t = Instant::now();
+                    anyhow::ensure!(
+                        store
+                            .search_index_ready(std::time::Duration::from_secs(600))
+                            .await?,
+                        "the in-memory index was not built"
+                    );
+                    let build_s = t.elapsed().as_secs_f64();
+                    let stats = store.search_index_stats().unwrap_or_default();
+                    eprintln!(
+                        "  in-memory index: built in {build_s:.2} s, {} chunks, {} terms, {:.1} MB",
+                        stats.chunks,
+                        stats.terms,
+                        stats.bytes as f64 / 1e6
+                    );
+                    rows.push(json!({
+                        "backend": backend, "chunks": size, "index_build_s": build_s,
+                        "index_mb": stats.bytes as f64 / 1e6, "index_terms": stats.terms,
+                    }));
+                }
+                for mode in Mode::ALL {
+                    let (p50, p99) = latency(&store, user, mode, 200).await?;
+                    eprintln!(
+                        "  {:<8} {index:<6} p50 {p50:.2} ms  p99 {p99:.2} ms",
+                        mode.as_str()
+                    );
+                    rows.push(json!({
+                        "backend": backend, "chunks": size, "mode": mode.as_str(),
+                        "index": index, "p50_ms": p50, "p99_ms": p99,
+                    }));
+                }
             }
             store.db().close().await;
         }

@@ -21,6 +21,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
     Other(sqlx::Error),
+    /// A failure inside the store itself (a background task that died, a poisoned lock).
+    #[error("{0}")]
+    Internal(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -33,6 +33,7 @@ pub mod documents;
 pub mod error;
 pub mod invites;
 pub mod jobs;
+pub mod memindex;
 pub mod migrate;
 pub mod schema;
 pub mod search;
@@ -58,6 +59,8 @@ pub struct Store {
     standing: std::sync::Arc<standing::StandingCache>,
     /// Vector dimensions whose index this store knows exists.
     vector_indexes: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<usize>>>,
+    /// The in-process search index (SQLite; see [`memindex`]).
+    memindex: std::sync::Arc<memindex::MemIndex>,
 }
 
 impl Store {
@@ -71,6 +74,7 @@ impl Store {
             db,
             standing: std::sync::Arc::new(cache),
             vector_indexes: Default::default(),
+            memindex: Default::default(),
         }
     }
 

@@ -64,10 +64,14 @@ fn postgres_class(udt: &str) -> StorageClass {
 }
 
 /// The search indexes differ by dialect on purpose — an FTS5 table (and its shadow tables) and
-/// `vec0` vector tables on SQLite, a `search_tsv` column with its GIN index and a pgvector
-/// table on PostgreSQL — and are left out of the comparison.
+/// `vec0` vector tables and the in-process index's change feed on SQLite, a `search_tsv`
+/// column with its GIN index and a pgvector table on PostgreSQL — and are left out of the
+/// comparison.
 fn is_search_index(name: &str) -> bool {
-    name.contains("_fts") || name.ends_with("search_tsv") || name.starts_with("chunk_vectors")
+    name.contains("_fts")
+        || name.ends_with("search_tsv")
+        || name.starts_with("chunk_vectors")
+        || name.starts_with("search_changes")
 }
 
 /// Read the schema the database has now.

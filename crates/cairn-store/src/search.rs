@@ -108,12 +108,116 @@ fn vector_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+fn candidates(found: Vec<(i64, f64)>) -> Vec<Candidate> {
+    found
+        .into_iter()
+        .map(|(seq, score)| Candidate { seq, score })
+        .collect()
+}
+
 fn json_ids(ids: &Option<Vec<Id>>) -> Option<Json<Vec<String>>> {
     ids.as_ref()
         .map(|v| Json(v.iter().map(|i| i.to_string()).collect()))
 }
 
 impl Store {
+    /// Turn the in-process search index on or off (on by default; SQLite only). Off, every
+    /// query runs on FTS5 and `vec0`.
+    pub fn set_search_index(&self, on: bool) {
+        self.memindex.set_enabled(on);
+    }
+
+    /// Start building the in-process search index now rather than at the first query.
+    pub fn warm_search_index(&self) {
+        if let crate::Pool::Sqlite(p) = self.db.pool() {
+            if self.memindex.enabled() {
+                self.memindex.start_build(p.clone());
+            }
+        }
+    }
+
+    /// Wait (up to `timeout`) until the in-process index is built and current; whether it is.
+    pub async fn search_index_ready(&self, timeout: std::time::Duration) -> StoreResult<bool> {
+        let crate::Pool::Sqlite(p) = self.db.pool() else {
+            return Ok(false);
+        };
+        let until = std::time::Instant::now() + timeout;
+        loop {
+            if self.memindex.fresh(p).await? {
+                return Ok(true);
+            }
+            if !self.memindex.enabled() || std::time::Instant::now() >= until {
+                return Ok(false);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The in-process index's size, once built.
+    pub fn search_index_stats(&self) -> Option<crate::memindex::IndexStats> {
+        self.memindex.stats()
+    }
+
+    /// Forget search changes older than `before` (SQLite; an index that has not seen them by
+    /// then rebuilds). Returns how many were removed.
+    pub async fn prune_search_changes(&self, before: Timestamp) -> StoreResult<u64> {
+        let crate::Pool::Sqlite(p) = self.db.pool() else {
+            return Ok(0);
+        };
+        let r = sqlx::query("DELETE FROM search_changes WHERE created_at < $1")
+            .bind(before)
+            .execute(p)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// What the in-process index may return to `actor` under `filter`: readable collections
+    /// (and documents passing the filters), as their row keys. `None`: the index cannot answer
+    /// now (not built in time, disabled, PostgreSQL).
+    async fn index_access(
+        &self,
+        actor: Id,
+        filter: &SearchFilter,
+    ) -> StoreResult<Option<crate::memindex::Allowed>> {
+        let crate::Pool::Sqlite(p) = self.db.pool() else {
+            return Ok(None);
+        };
+        if !self.memindex.fresh(p).await? {
+            return Ok(None);
+        }
+        let roles = crate::collections::role_list(CollectionRole::Viewer);
+        let sql = format!(
+            "SELECT c.rowid FROM collections c JOIN collection_members m              ON m.collection_id = c.id WHERE m.user_id = $1 AND m.role IN ({roles})              AND ($2 IS NULL OR c.id IN (SELECT value FROM json_each($2)))"
+        );
+        let collections: Vec<i64> = sqlx::query_scalar(&sql)
+            .bind(actor)
+            .bind(json_ids(&filter.collections))
+            .fetch_all(p)
+            .await?;
+        let documents = if filter.narrows_documents() {
+            let member =
+                crate::collections::member_check("d.collection_id", "$1", CollectionRole::Viewer);
+            let sql = format!(
+                "SELECT d.rowid FROM documents d WHERE d.deleted_at IS NULL AND {member}                  AND ($2 IS NULL OR d.id IN (SELECT value FROM json_each($2)))                  AND ($3 IS NULL OR d.kind IN (SELECT value FROM json_each($3)))                  AND ($4 IS NULL OR d.created_at >= $4) AND ($5 IS NULL OR d.created_at < $5)"
+            );
+            let keys: Vec<i64> = sqlx::query_scalar(&sql)
+                .bind(actor)
+                .bind(json_ids(&filter.documents))
+                .bind(filter.kinds.clone().map(Json))
+                .bind(filter.created_after)
+                .bind(filter.created_before)
+                .fetch_all(p)
+                .await?;
+            Some(keys.into_iter().collect())
+        } else {
+            None
+        };
+        Ok(Some(crate::memindex::Allowed {
+            collections: collections.into_iter().collect(),
+            documents,
+        }))
+    }
+
     /// Up to `limit` chunks matching any of `terms` (plain words; nothing in them is query
     /// syntax), best first, in collections `actor` may read.
     pub async fn keyword_candidates(
@@ -125,6 +229,11 @@ impl Store {
     ) -> StoreResult<Vec<Candidate>> {
         if terms.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(allowed) = self.index_access(actor, filter).await? {
+            if let Some(found) = self.memindex.keyword(terms, &allowed, limit as usize) {
+                return Ok(candidates(found));
+            }
         }
         let member =
             crate::collections::member_check("c.collection_id", "$1", CollectionRole::Viewer);
@@ -191,6 +300,14 @@ impl Store {
         let dims = query.len();
         if dims == 0 || !self.has_vector_index(dims).await? {
             return Ok(Vec::new());
+        }
+        if let Some(allowed) = self.index_access(actor, filter).await? {
+            if let Some(found) =
+                self.memindex
+                    .nearest(model_key(model), query, &allowed, limit as usize)
+            {
+                return Ok(candidates(found));
+            }
         }
         let roles = crate::collections::role_list(CollectionRole::Viewer);
         let collections = json_ids(&filter.collections);

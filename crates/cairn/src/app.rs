@@ -165,6 +165,8 @@ impl Application {
             let _ = started_tx.send(());
         };
         let pruner = tokio::spawn(prune_audit_daily(state.clone()));
+        // Build the in-memory search index now, not at the first question.
+        state.store.warm_search_index();
         let feed = crate::auth::standing_feed::start(&state.config, &state.store);
         let workers = crate::documents::worker::spawn(&state, state.config.ingest.workers);
         let server = axum::serve(
@@ -258,7 +260,9 @@ pub async fn open_store(config: &Config) -> Result<Store, StartError> {
         config.auth.standing_cache_ttl,
         config.auth.standing_cache_entries,
     );
-    Ok(Store::with_standing_cache(db, cache))
+    let store = Store::with_standing_cache(db, cache);
+    store.set_search_index(config.search.memory_index);
+    Ok(store)
 }
 
 /// Open the database without touching its schema.

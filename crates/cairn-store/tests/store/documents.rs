@@ -526,12 +526,24 @@ fn axis(dims: usize, i: usize, tilt: f32) -> Vec<f32> {
 }
 
 /// Keyword and vector candidates: ranked, filtered to what the caller may read inside the
-/// statement, narrowed by document, kind and date, and gone with their chunks.
+/// statement, narrowed by document, kind and date, and gone with their chunks. On SQLite
+/// through the in-memory index (the default).
 pub async fn search_story(backend: Backend) {
+    search_story_in(backend, true).await;
+}
+
+/// The same story on SQLite's FTS5 and sqlite-vec tables, with the in-memory index off.
+#[tokio::test]
+async fn search_story_on_fts5_and_sqlite_vec() {
+    search_story_in(Backend::Sqlite, false).await;
+}
+
+async fn search_story_in(backend: Backend, memory_index: bool) {
     use cairn_store::search::SearchFilter;
     let Some((store, _dir)) = fresh(backend).await else {
         return;
     };
+    store.set_search_index(memory_index);
     let (ann, bob, _cat) = users(&store).await;
     let research = store.create_collection(ann, "Research", "").await.unwrap();
     let private = store.create_collection(bob, "Bob's", "").await.unwrap();
@@ -750,5 +762,121 @@ pub async fn search_story(backend: Backend) {
             .await
             .unwrap(),
         vec![docs[1].id]
+    );
+    // The in-memory index answered (SQLite), and holds exactly the live chunks.
+    let stats = store.search_index_stats();
+    match (backend, memory_index) {
+        (Backend::Sqlite, true) => {
+            let stats = stats.expect("the index was built");
+            assert_eq!((stats.chunks, stats.vectors), (4, 4), "{stats:?}");
+        }
+        _ => assert!(stats.is_none()),
+    }
+}
+
+/// Two processes on one SQLite file: what one writes, the other's in-memory index answers with
+/// at its very next query — added, removed, re-embedded — and after the change feed was pruned
+/// behind its back it still answers correctly (from the database) and rebuilds.
+#[tokio::test]
+async fn the_memory_index_follows_writes_from_another_process() {
+    use cairn_store::search::SearchFilter;
+    use cairn_store::{ConnectOptions, Db};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let writer = Store::new(Db::connect(&ConnectOptions::new(&url)).await.unwrap());
+    cairn_store::migrate::run(writer.db()).await.unwrap();
+    writer.set_search_index(false);
+    let reader = Store::new(Db::connect(&ConnectOptions::new(&url)).await.unwrap());
+    let (ann, _, _) = users(&writer).await;
+    let col = writer.create_collection(ann, "Notes", "").await.unwrap();
+    let all = SearchFilter::default();
+    let add = |sha: &'static str, text: &'static str| {
+        let writer = writer.clone();
+        async move {
+            let d = document(col.id, ann, sha);
+            writer
+                .insert_document(ann, &d, &ingest_job(d.id), None)
+                .await
+                .unwrap();
+            let rows = vec![chunk(&d, 0, text)];
+            writer
+                .store_chunks_then(d.id, None, &rows, false)
+                .await
+                .unwrap();
+            let pending = writer.chunks_needing_vectors(d.id, "m", 10).await.unwrap();
+            let v: Vec<(i64, Vec<f32>)> = pending
+                .iter()
+                .map(|c| (c.seq, axis(4, sha.len() % 4, 0.0)))
+                .collect();
+            writer.store_vectors("m", &v).await.unwrap();
+            writer.finish_document(d.id).await.unwrap();
+            d
+        }
+    };
+    let seqs = |c: Vec<cairn_store::search::Candidate>| c.iter().map(|c| c.seq).collect::<Vec<_>>();
+    let word = |w: &str| vec![w.to_owned()];
+
+    let first = add("a", "alpha bravo").await;
+    assert_eq!(
+        reader
+            .keyword_candidates(ann, &word("alpha"), &all, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(reader
+        .search_index_ready(std::time::Duration::from_secs(5))
+        .await
+        .unwrap());
+    assert_eq!(reader.search_index_stats().unwrap().chunks, 1);
+
+    // Added elsewhere: found at once, by word and by vector.
+    let second = add("bb", "alpha charlie").await;
+    let kw = reader
+        .keyword_candidates(ann, &word("alpha"), &all, 10)
+        .await
+        .unwrap();
+    assert_eq!(kw.len(), 2);
+    let v = reader
+        .vector_candidates(ann, "m", &axis(4, 2, 0.0), &all, 1)
+        .await
+        .unwrap();
+    let found = reader.found_chunks(ann, &seqs(v)).await.unwrap();
+    assert_eq!(found[0].document_id, second.id);
+    assert_eq!(reader.search_index_stats().unwrap().vectors, 2);
+
+    // Removed elsewhere: gone at once.
+    writer.delete_document(ann, first.id).await.unwrap();
+    let kw = reader
+        .keyword_candidates(ann, &word("bravo"), &all, 10)
+        .await
+        .unwrap();
+    assert!(kw.is_empty(), "{kw:?}");
+
+    // Changes pruned before the reader saw them: still right, then rebuilt.
+    add("ccc", "delta echo").await;
+    writer
+        .prune_search_changes(Timestamp::now().plus_millis(1_000))
+        .await
+        .unwrap();
+    let kw = reader
+        .keyword_candidates(ann, &word("delta"), &all, 10)
+        .await
+        .unwrap();
+    assert_eq!(kw.len(), 1);
+    assert!(reader
+        .search_index_ready(std::time::Duration::from_secs(5))
+        .await
+        .unwrap());
+    let stats = reader.search_index_stats().unwrap();
+    assert_eq!((stats.chunks, stats.removed), (2, 0), "{stats:?}");
+    assert_eq!(
+        reader
+            .keyword_candidates(ann, &word("delta"), &all, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
     );
 }

@@ -197,6 +197,8 @@ pub struct SearchConfig {
     pub max_top_k: u32,
     pub max_query_chars: usize,
     pub ranking: crate::search::Ranking,
+    /// Keep the SQLite search index in memory (`search.memory_index`).
+    pub memory_index: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -454,6 +456,7 @@ impl Config {
                         .min(max_top_k),
                     max_top_k,
                     max_query_chars: p.number("search.max_query_chars", 1, 100_000),
+                    memory_index: p.bool("search.memory_index"),
                     ranking: crate::search::Ranking {
                         rrf_k: p.number::<u32>("search.rrf_k", 1, 10_000).into(),
                         keyword_weight: p.decimal("search.keyword_weight", 100.0),

@@ -557,6 +557,13 @@ pub const SETTINGS: &[Setting] = &[
         help: "Weight of the vector ranking in hybrid search.",
     },
     Setting {
+        key: "search.memory_index",
+        default: "true",
+        kind: Kind::Bool,
+        aliases: &[],
+        help: "On SQLite, keep each chunk's keyword postings and an 8-bit copy of its vector in this process's memory (about 60 MB per 100,000 chunks of 180 words with 384-dimension vectors; built in the background at start) so a query takes milliseconds. Off: every query runs on FTS5 and sqlite-vec. PostgreSQL always uses its own indexes.",
+    },
+    Setting {
         key: "search.snippet_chars",
         default: "240",
         kind: Kind::Integer,

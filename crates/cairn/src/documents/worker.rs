@@ -314,7 +314,15 @@ pub async fn maintain_once(state: &AppState) {
     if let Err(e) = state.store.prune_jobs(history).await {
         tracing::warn!(error = %e, "could not prune finished jobs");
     }
+    // The in-memory search index's change feed: a process that slept through a day rebuilds.
+    let feed = Timestamp::now().plus_millis(-SEARCH_CHANGES_KEPT_MS);
+    if let Err(e) = state.store.prune_search_changes(feed).await {
+        tracing::warn!(error = %e, "could not prune the search change feed");
+    }
 }
+
+/// How long search index changes are kept for processes catching up.
+const SEARCH_CHANGES_KEPT_MS: i64 = 24 * 3600 * 1000;
 
 /// Remove a deleted document for good: its row (and chunks) first — only if it is still
 /// deleted, so an admin's restore at the same moment wins — then its blob. A crash in between

@@ -85,6 +85,8 @@ pub struct Metrics {
     ingest_bytes: Counter,
     ingest_duration: Family<IngestLabels, Histogram>,
     jobs: Family<JobLabels, Gauge>,
+    index_chunks: Gauge,
+    index_bytes: Gauge,
     searches: Family<SearchLabels, Histogram>,
     embedded_chunks: Counter,
     answers: Family<AnswerLabels, Counter>,
@@ -159,6 +161,18 @@ impl Metrics {
             "Jobs in the queue, by kind and status (sampled at each scrape)",
             jobs.clone(),
         );
+        let index_chunks = Gauge::default();
+        registry.register(
+            "search_index_chunks",
+            "Chunks in this process's in-memory search index (SQLite; 0 while it is built or when off)",
+            index_chunks.clone(),
+        );
+        let index_bytes = Gauge::default();
+        registry.register(
+            "search_index_bytes",
+            "Memory held by this process's in-memory search index, approximately",
+            index_bytes.clone(),
+        );
         let searches = Family::<SearchLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
@@ -206,6 +220,8 @@ impl Metrics {
             ingest_bytes,
             ingest_duration,
             jobs,
+            index_chunks,
+            index_bytes,
             searches,
             embedded_chunks,
             answers,
@@ -286,7 +302,17 @@ impl Metrics {
     }
 
     /// The exposition text, with gauges sampled now.
-    pub fn render(&self, pool: cairn_store::PoolStats, jobs: &[(String, String, i64)]) -> String {
+    pub fn render(
+        &self,
+        pool: cairn_store::PoolStats,
+        jobs: &[(String, String, i64)],
+        index: Option<cairn_store::memindex::IndexStats>,
+    ) -> String {
+        let index = index.unwrap_or_default();
+        self.index_chunks
+            .set(i64::try_from(index.chunks).unwrap_or(i64::MAX));
+        self.index_bytes
+            .set(i64::try_from(index.bytes).unwrap_or(i64::MAX));
         self.jobs.clear();
         for (kind, status, n) in jobs {
             self.jobs

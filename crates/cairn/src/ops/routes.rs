@@ -110,7 +110,11 @@ async fn metrics(
             Vec::new()
         }
     };
-    let body = state.metrics.render(state.store.db().pool_stats(), &jobs);
+    let body = state.metrics.render(
+        state.store.db().pool_stats(),
+        &jobs,
+        state.store.search_index_stats(),
+    );
     (
         [(
             header::CONTENT_TYPE,
