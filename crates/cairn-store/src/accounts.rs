@@ -2,6 +2,7 @@
 //! per-user preferences. What a role or state *allows* is decided by the server's policy; this
 //! module only stores and updates them, atomically where a race would matter.
 
+use crate::db::BeginWrite;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -236,7 +237,7 @@ impl Store {
             "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)";
         let s = session;
         on_pool!(self.db.pool(), p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(&insert_session)
                 .bind(s.id).bind(s.user_id).bind(s.created_at).bind(s.last_used_at)
                 .bind(s.expires_at).bind(s.revoked_at).bind(&s.revoked_reason)
@@ -277,7 +278,7 @@ impl Store {
             "UPDATE sessions SET revoked_at = $2, revoked_reason = 'refresh_token_reused' \
                       WHERE id = $1 AND revoked_at IS NULL";
         let outcome = on_pool!(self.db.pool(), p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let row: Option<RefreshLookup> =
                 sqlx::query_as(&find).bind(token_hash).fetch_optional(&mut *tx).await?;
             let Some(RefreshLookup { spent_at, session }) = row else {

@@ -4,6 +4,7 @@
 //! names the acting user and checks ownership in the same statement, so a wrong id is simply
 //! not found.
 
+use crate::db::BeginWrite;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -326,7 +327,7 @@ impl Store {
              $9, $10, $11, $12, $13, $14, $15, $16)"
         );
         on_pool!(self.db.pool(), p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let n = sqlx::query(touch).bind(user).bind(m.conversation_id).bind(Timestamp::now())
                 .execute(&mut *tx).await?.rows_affected();
             if n == 0 {

@@ -2,6 +2,7 @@
 //! their membership in the same statement, so a caller can never list, read or change a
 //! collection they are not a member of — the check cannot be forgotten by a handler.
 
+use crate::db::BeginWrite;
 use serde::Serialize;
 
 use crate::error::{StoreError, StoreResult};
@@ -149,7 +150,7 @@ impl Store {
         let member = "INSERT INTO collection_members (collection_id, user_id, role, added_at, \
                       added_by) VALUES ($1, $2, 'owner', $3, $2)";
         on_pool!(self.db.pool(), p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(insert).bind(row.id).bind(&row.name).bind(&row.description)
                 .bind(row.personal_of).bind(row.created_by).bind(now).bind(now)
                 .execute(&mut *tx).await?;
@@ -271,7 +272,7 @@ impl Store {
         let others = "SELECT COUNT(*) FROM collection_members WHERE collection_id = $1 \
                       AND role = 'owner' AND user_id <> $2";
         let n: StoreResult<u64> = on_pool!(self.db.pool(), p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             if let Some(lock) = lock {
                 sqlx::query(lock).bind(id).execute(&mut *tx).await?;
             }
@@ -324,7 +325,7 @@ impl Store {
         let role_sql =
             "SELECT role FROM collection_members WHERE collection_id = $1 AND user_id = $2";
         let outcome: StoreResult<u64> = on_pool!(self.db.pool(), p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let role: Option<String> = sqlx::query_scalar(role_sql).bind(id).bind(user)
                 .fetch_optional(&mut *tx).await?;
             if role.as_deref() == Some("owner") {
@@ -355,7 +356,7 @@ impl Store {
         let blobs = "SELECT blob_key FROM documents WHERE collection_id = $1";
         let delete = "DELETE FROM collections WHERE id = $1";
         on_pool!(self.db.pool(), p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let n: i64 = sqlx::query_scalar(&owned).bind(actor).bind(id).fetch_one(&mut *tx).await?;
             if n == 0 {
                 return Err(StoreError::NotFound);

@@ -63,6 +63,38 @@ macro_rules! on_pool {
     };
 }
 
+/// Begin a transaction that is going to write. On SQLite it is `BEGIN IMMEDIATE`: the write
+/// lock is taken at the start, waiting up to the busy timeout for another writer, instead of a
+/// deferred transaction that reads first and then fails at once with `SQLITE_BUSY` when it
+/// tries to write after another connection committed (what concurrent uploads hit). Read-only
+/// snapshots keep plain `begin()`.
+pub(crate) trait BeginWrite {
+    type Db: sqlx::Database;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Db>>> + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Db>>> + Send
+    {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Db>>> + Send
+    {
+        self.begin()
+    }
+}
+
 /// How to open the database.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {

@@ -3,6 +3,7 @@
 //! worker's writes act for the system and are keyed by document id alone, each idempotent so a
 //! retried step never duplicates chunks.
 
+use crate::db::BeginWrite;
 use serde::Serialize;
 use sqlx::types::Json;
 
@@ -136,7 +137,7 @@ impl Store {
         let used_sql = "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM documents \
                         WHERE uploaded_by = $1";
         on_pool!(self.db.pool(), p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             if let (Some(quota), Some(uploader)) = (quota_bytes, d.uploaded_by) {
                 if let Some(lock) = lock {
                     sqlx::query(lock).bind(uploader).execute(&mut *tx).await?;
@@ -315,7 +316,7 @@ impl Store {
         const BATCH: usize = 200;
         let count = i64::try_from(chunks.len()).unwrap_or(i64::MAX);
         on_pool!(self.db.pool(), p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let n = sqlx::query(claim).bind(id).bind(count).bind(title).bind(Timestamp::now())
                 .bind(ready).execute(&mut *tx).await?.rows_affected();
             if n == 0 {
@@ -379,7 +380,7 @@ impl Store {
         );
         let clear = "DELETE FROM chunks WHERE document_id = $1";
         on_pool!(self.db.pool(), p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let Some(row) = sqlx::query_as::<_, DocumentRow>(&mark).bind(actor).bind(id)
                 .bind(Timestamp::now()).fetch_optional(&mut *tx).await? else {
                 return Err(StoreError::NotFound);
@@ -415,7 +416,7 @@ impl Store {
                    WHERE id = $1 AND deleted_at IS NOT NULL";
         let job_id = Id::new();
         on_pool!(self.db.pool(), p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let n = sqlx::query(sql).bind(id).bind(Timestamp::now())
                 .execute(&mut *tx).await?.rows_affected();
             if n == 0 {
@@ -437,7 +438,7 @@ impl Store {
                    WHERE id = $1 AND deleted_at IS NULL";
         let job_id = Id::new();
         on_pool!(self.db.pool(), p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let n = sqlx::query(sql).bind(id).bind(Timestamp::now())
                 .execute(&mut *tx).await?.rows_affected();
             if n == 0 {

@@ -5,6 +5,7 @@
 //! Fusion, snippets and the API live in the server; this module answers "which chunks, with
 //! what score" and nothing a caller may not see ever leaves it.
 
+use crate::db::BeginWrite;
 use serde::Serialize;
 
 use crate::collections::CollectionRole;
@@ -371,7 +372,7 @@ impl Store {
                           AND ($8::timestamptz IS NULL OR d.created_at < $8))) \
                      ORDER BY v.embedding::vector({dims}) <=> $1::text::vector({dims}) LIMIT $2"
                 );
-                let mut tx = p.begin().await?;
+                let mut tx = p.begin_write().await?;
                 // Filtered HNSW scans keep going until `limit` rows pass the filter (pgvector
                 // 0.8 iterative scans) rather than returning fewer.
                 let ef = limit.clamp(40, 1000);
@@ -450,7 +451,7 @@ impl Store {
                 .fetch_one(p)
                 .await?;
                 if n == 0 && create {
-                    let mut tx = p.begin().await?;
+                    let mut tx = p.begin_write().await?;
                     sqlx::query(&format!(
                         "CREATE VIRTUAL TABLE IF NOT EXISTS chunk_vectors_{dims} USING vec0(\
                          embedding float[{dims}] distance_metric=cosine, \
@@ -480,7 +481,7 @@ impl Store {
                         .await?;
                 if n == 0 && create {
                     // One creator at a time across replicas; the others wait, then find it.
-                    let mut tx = p.begin().await?;
+                    let mut tx = p.begin_write().await?;
                     sqlx::query("SELECT pg_advisory_xact_lock(7305162001)")
                         .execute(&mut *tx)
                         .await?;
@@ -568,7 +569,7 @@ impl Store {
         let mut stored = 0;
         match self.db.pool() {
             crate::Pool::Sqlite(p) => {
-                let mut tx = p.begin().await?;
+                let mut tx = p.begin_write().await?;
                 let mark = "UPDATE chunks SET embedded_with = $2 WHERE seq = $1 RETURNING \
                             (SELECT rowid FROM collections WHERE id = chunks.collection_id), \
                             (SELECT rowid FROM documents WHERE id = chunks.document_id)";
@@ -603,7 +604,7 @@ impl Store {
             crate::Pool::Postgres(p) => {
                 let mark = "UPDATE chunks SET embedded_with = $2 WHERE seq = $1 \
                             RETURNING collection_id, document_id";
-                let mut tx = p.begin().await?;
+                let mut tx = p.begin_write().await?;
                 let upsert = "INSERT INTO chunk_vectors (seq, collection_id, document_id, model, \
                               dimensions, embedding) VALUES ($1, $2, $3, $4, $5, $6::text::vector) \
                               ON CONFLICT (seq) DO UPDATE SET model = EXCLUDED.model, \

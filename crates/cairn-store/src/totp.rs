@@ -1,6 +1,7 @@
 //! Two-factor state: the user's encrypted TOTP secret (sealed by the server; opaque here), the
 //! last accepted time step (so no code works twice), and single-use backup codes (hashed).
 
+use crate::db::BeginWrite;
 use crate::error::StoreResult;
 use crate::types::{Id, Timestamp};
 use crate::{on_pool, Store};
@@ -29,7 +30,7 @@ impl Store {
         let insert =
             "INSERT INTO backup_codes (user_id, code_hash, created_at) VALUES ($1, $2, $3)";
         on_pool!(self.db.pool(), p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(enable).bind(user_id).bind(true).bind(step).bind(now).execute(&mut *tx).await?;
             sqlx::query(clear).bind(user_id).execute(&mut *tx).await?;
             for h in code_hashes {
@@ -47,7 +48,7 @@ impl Store {
                    updated_at = $3 WHERE id = $1";
         let clear = "DELETE FROM backup_codes WHERE user_id = $1";
         on_pool!(self.db.pool(), p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(off).bind(user_id).bind(false).bind(Timestamp::now()).execute(&mut *tx).await?;
             sqlx::query(clear).bind(user_id).execute(&mut *tx).await?;
             tx.commit().await

@@ -6,6 +6,7 @@
 //! writers one at a time and PostgreSQL re-checks the condition on the locked row, so two
 //! concurrent calls can never both pass a limit only one fits under.
 
+use crate::db::BeginWrite;
 use serde::Serialize;
 
 use crate::error::{StoreError, StoreResult};
@@ -156,7 +157,7 @@ impl Store {
                       created_at) VALUES ($1, $2, $3, $4, $5)";
         let id = Id::new();
         let refused: Option<String> = on_pool!(self.db.pool(), p => async {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             for s in &subjects {
                 sqlx::query(ensure).bind(s).bind(month).execute(&mut *tx).await?;
             }
@@ -204,7 +205,7 @@ impl Store {
                       output_tokens, estimated, cost_micros, created_at) \
                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
         on_pool!(self.db.pool(), p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             if let Some(r) = reservation {
                 let held: Option<(i64, String)> = sqlx::query_as(take).bind(r)
                     .fetch_optional(&mut *tx).await?;
@@ -238,7 +239,7 @@ impl Store {
         let release = "UPDATE budget_spend SET reserved_micros = reserved_micros - $3 \
                        WHERE subject = $1 AND month = $2";
         Ok(on_pool!(self.db.pool(), p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let stale: Vec<(Id, i64, String)> = sqlx::query_as(take).bind(before)
                 .fetch_all(&mut *tx).await?;
             for (user, amount, month) in &stale {
