@@ -104,7 +104,10 @@ export async function startCairn(settings = {}) {
   const args = ['--data-dir', dataDir, 'serve', '--listen', `127.0.0.1:${port}`];
   for (const [k, v] of Object.entries(settings)) args.push('--set', `${k}=${v}`);
   let output = '';
-  const child = spawn(CAIRN_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+  // Cairn refuses CAIRN_* variables that name no setting (a typo guard), and this process has
+  // its own (CAIRN_BIN, the test services' CAIRN_TEST_*): the server gets none of them.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CAIRN_')));
+  const child = spawn(CAIRN_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...env, NO_COLOR: '1' } });
   child.stdout.on('data', (d) => (output += d));
   child.stderr.on('data', (d) => (output += d));
   const exited = new Promise((r) => child.on('exit', r));
