@@ -186,6 +186,18 @@ impl Store {
         row.ok_or(StoreError::NotFound)
     }
 
+    /// Change a user's display name.
+    pub async fn set_display_name(&self, id: Id, name: &str) -> StoreResult<UserRow> {
+        let sql = format!(
+            "UPDATE users SET display_name = $2, updated_at = $3 WHERE id = $1 \
+             RETURNING {USER_COLUMNS}"
+        );
+        let row = on_pool!(self.db.pool(), p => sqlx::query_as::<_, UserRow>(&sql)
+            .bind(id).bind(name).bind(Timestamp::now()).fetch_optional(p).await)?;
+        self.standing.forget(id);
+        row.ok_or(StoreError::NotFound)
+    }
+
     /// Users matching `query` (in email or display name) and `state`, in id order after
     /// `after`, at most `limit`.
     pub async fn list_users(

@@ -101,7 +101,8 @@ pub struct ChunkRow {
 /// Filters for listing a collection's documents.
 #[derive(Debug, Default, Clone)]
 pub struct DocumentFilter {
-    pub status: Option<String>,
+    /// Any of these statuses (plain words: `queued`, `ready`…).
+    pub statuses: Option<Vec<String>>,
     pub after: Option<Id>,
     pub limit: u32,
 }
@@ -208,16 +209,22 @@ impl Store {
         collection: Id,
         filter: &DocumentFilter,
     ) -> StoreResult<Vec<DocumentRow>> {
+        // `,queued,parsing,`: one parameter both dialects match with LIKE.
+        let statuses = filter
+            .statuses
+            .as_ref()
+            .map(|s| format!(",{},", s.join(",")));
         let sql = format!(
             "SELECT {} FROM documents d WHERE d.collection_id = $2 AND d.deleted_at IS NULL \
-             AND ($3 IS NULL OR d.status = $3) AND ($4 IS NULL OR d.id > $4) AND {} \
+             AND ($3 IS NULL OR $3 LIKE '%,' || d.status || ',%') \
+             AND ($4 IS NULL OR d.id > $4) AND {} \
              ORDER BY d.id LIMIT $5",
             prefixed("d"),
             member_check("d.collection_id", "$1", CollectionRole::Viewer)
         );
         Ok(
             on_pool!(self.db.pool(), p => sqlx::query_as::<_, DocumentRow>(&sql)
-            .bind(actor).bind(collection).bind(&filter.status).bind(filter.after)
+            .bind(actor).bind(collection).bind(statuses).bind(filter.after)
             .bind(i64::from(filter.limit)).fetch_all(p).await)?,
         )
     }

@@ -66,6 +66,7 @@ pub fn routes() -> ApiRoutes {
             sign_out_everywhere,
         )
         .route(Method::GET, "/api/me", Rule::SIGNED_IN.key(Scope::Read), me)
+        .route(Method::PATCH, "/api/me", Rule::MEMBER, update_me)
         .route(
             Method::PUT,
             "/api/me/password",
@@ -837,6 +838,33 @@ async fn sign_out_everywhere(ctx: Ctx) -> ApiResult<Response> {
 
 async fn me(Extension(p): Extension<Principal>) -> Json<UserView> {
     Json(UserView::from(&p.user))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateMe {
+    display_name: Option<String>,
+}
+
+/// Change what the caller may change about their own account: their display name (1–100
+/// characters; blank takes the part of the email before `@`). Audited.
+async fn update_me(ctx: Ctx, Json(req): Json<UpdateMe>) -> ApiResult<Json<UserView>> {
+    let user = &ctx.actor.user;
+    let Some(raw) = req.display_name else {
+        return Ok(Json(UserView::from(user)));
+    };
+    let name = display_name(&raw, &user.email)?;
+    if name == user.display_name {
+        return Ok(Json(UserView::from(user)));
+    }
+    let updated = ctx.state.store.set_display_name(user.id, &name).await?;
+    ctx.record(
+        "account.renamed",
+        Some(("user", user.id.to_string())),
+        Some(json!({ "from": user.display_name, "to": name })),
+    )
+    .await;
+    Ok(Json(UserView::from(&updated)))
 }
 
 #[derive(Deserialize)]

@@ -449,14 +449,23 @@ async fn list_documents(
 ) -> ApiResult<Json<Page<DocumentRow>>> {
     let id = parse_id(&id)?;
     let limit = page_limit(q.limit)?;
-    if q.status.as_deref().is_some_and(|s| !STATUSES.contains(&s)) {
+    // One status or several, comma-separated (`?status=queued,parsing,chunking,indexing`).
+    let statuses: Option<Vec<String>> = q
+        .status
+        .as_deref()
+        .map(|list| list.split(',').map(|s| s.trim().to_owned()).collect());
+    if statuses
+        .as_ref()
+        .is_some_and(|l| l.iter().any(|s| !STATUSES.contains(&s.as_str())))
+    {
         return Err(bad_query(
-            "`status` must be queued, parsing, chunking, indexing, ready, failed or cancelled.",
+            "`status` must be one or more (comma-separated) of queued, parsing, chunking, \
+             indexing, ready, failed and cancelled.",
         ));
     }
     require(&ctx, id, CollectionRole::Viewer).await?;
     let filter = DocumentFilter {
-        status: q.status,
+        statuses,
         after: cursor(q.cursor.as_deref())?,
         limit: limit + 1,
     };

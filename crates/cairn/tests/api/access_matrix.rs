@@ -25,6 +25,7 @@ const MATRIX: &[(&str, &str, Access, Option<Scope>)] = &[
         None,
     ),
     ("GET", "/api/me", Access::SignedIn, Some(Scope::Read)),
+    ("PATCH", "/api/me", Access::Member, None),
     ("PUT", "/api/me/password", Access::Member, None),
     ("GET", "/api/me/sessions", Access::SignedIn, None),
     ("DELETE", "/api/me/sessions/{id}", Access::SignedIn, None),

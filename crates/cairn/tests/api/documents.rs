@@ -94,6 +94,27 @@ async fn simultaneous_uploads_all_succeed(backend: Backend) {
     for id in &ids {
         assert_eq!(settled(&app, &owner, id).await["status"], "ready");
     }
+    // Several statuses at once (a client watching ingestion asks for every busy one).
+    let list = |q: &'static str| {
+        let (app, owner, collection) = (&app, &owner, &collection);
+        async move {
+            app.get_as(
+                &format!("/api/collections/{collection}/documents?{q}"),
+                owner,
+            )
+            .await
+        }
+    };
+    let busy: Value = list("status=queued,parsing,chunking,indexing")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(busy["items"].as_array().unwrap().len(), 0, "{busy}");
+    let done: Value = list("status=failed,ready").await.json().await.unwrap();
+    assert_eq!(done["items"].as_array().unwrap().len(), 8);
+    let e = error_body(list("status=ready,bogus").await, 400).await;
+    assert_eq!(e["code"], "invalid_query");
 }
 
 const MARKDOWN: &str = "# Field notes\n\nThe granite cairn marks the northern trail.\n\n## Weather\n\nFog rolls in after noon; carry a compass.\n";

@@ -203,3 +203,53 @@ async fn branding_is_validated_and_the_public_part_shown_before_sign_in(backend:
 }
 
 on_both_backends!(branding_is_validated_and_the_public_part_shown_before_sign_in);
+
+/// People rename themselves; the change is checked and audited.
+async fn people_change_their_own_name(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let owner = app.create_owner().await;
+    let member = app.user_with("m@example.com", "member", "active").await;
+    let resp = app
+        .call(
+            Method::PATCH,
+            "/api/me",
+            &member,
+            Some(json!({ "display_name": "  Mia Q. " })),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let me: Value = resp.json().await.unwrap();
+    assert_eq!(me["display_name"], "Mia Q.");
+    let again: Value = app.get_as("/api/me", &member).await.json().await.unwrap();
+    assert_eq!(again["display_name"], "Mia Q.");
+    // Blank takes the email's local part; bad values and unknown fields are refused.
+    let resp = app
+        .call(
+            Method::PATCH,
+            "/api/me",
+            &member,
+            Some(json!({ "display_name": "" })),
+        )
+        .await;
+    assert_eq!(resp.json::<Value>().await.unwrap()["display_name"], "m");
+    for (body, status) in [
+        (json!({ "display_name": "x".repeat(101) }), 422),
+        (json!({ "display_name": "a\u{7}b" }), 422),
+        (json!({ "email": "new@example.com" }), 400),
+    ] {
+        let resp = app
+            .call(Method::PATCH, "/api/me", &member, Some(body.clone()))
+            .await;
+        assert_eq!(resp.status(), status, "{body}");
+    }
+    let audit: Value = app
+        .get_as("/api/audit?action=account.renamed", &owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["items"].as_array().unwrap().len(), 2, "{audit}");
+    assert_eq!(audit["items"][1]["details"]["to"], "Mia Q.");
+}
+
+on_both_backends!(people_change_their_own_name);
