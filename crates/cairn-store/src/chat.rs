@@ -363,6 +363,27 @@ impl Store {
         )
     }
 
+    /// Messages of one of `user`'s conversations, newest first, before `before` (a conversation
+    /// opens at its end; older pages load as the reader scrolls up).
+    pub async fn messages_newest_first(
+        &self,
+        user: Id,
+        conversation: Id,
+        before: Option<Id>,
+        limit: u32,
+    ) -> StoreResult<Vec<MessageRow>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $2 \
+             AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = $2 AND c.user_id = $1) \
+             AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+        );
+        Ok(
+            on_pool!(self.db.pool(), p => sqlx::query_as::<_, MessageRow>(&sql)
+            .bind(user).bind(conversation).bind(before).bind(i64::from(limit))
+            .fetch_all(p).await)?,
+        )
+    }
+
     /// The last `n` messages of one of `user`'s conversations, oldest first.
     pub async fn recent_messages(
         &self,

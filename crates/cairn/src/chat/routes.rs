@@ -236,19 +236,42 @@ async fn delete(ctx: Ctx, Path(id): Path<Id>) -> ApiResult<StatusCode> {
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessagesQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+    /// `asc` (oldest first, the default) or `desc` (newest first).
+    order: Option<String>,
+}
+
 async fn list_messages(
     ctx: Ctx,
     Path(id): Path<Id>,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<MessagesQuery>,
 ) -> ApiResult<Json<Page<MessageRow>>> {
+    let newest_first = match q.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => {
+            return Err(crate::documents::routes::bad_query(
+                "`order` must be `asc` or `desc`.",
+            ))
+        }
+    };
     conversation(&ctx, id).await?;
     let limit = page_limit(q.limit)?;
-    let after = cursor(q.cursor.as_deref())?;
-    let rows = ctx
-        .state
-        .store
-        .messages_of(ctx.actor.user_id, id, after, limit + 1)
-        .await?;
+    let from = cursor(q.cursor.as_deref())?;
+    let store = &ctx.state.store;
+    let rows = if newest_first {
+        store
+            .messages_newest_first(ctx.actor.user_id, id, from, limit + 1)
+            .await?
+    } else {
+        store
+            .messages_of(ctx.actor.user_id, id, from, limit + 1)
+            .await?
+    };
     Ok(Json(page(rows, limit, |m| m.id, |m| m)))
 }
 

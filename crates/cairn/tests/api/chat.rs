@@ -222,6 +222,42 @@ async fn extractive_answers_cite_their_sources(backend: Backend) {
     assert!(items[1]["latency_ms"].is_number());
     assert_eq!(items[1]["citations"][0]["n"], 1);
     assert_eq!(items[1]["sources"][0]["chunk_id"], sources[0]["chunk_id"]);
+    // Newest first, a page at a time, for opening a long conversation at its end.
+    let newest: Value = app
+        .get_as(
+            &format!("/api/conversations/{conv}/messages?order=desc&limit=3"),
+            &owner,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let page = newest["items"].as_array().unwrap();
+    assert_eq!(page.len(), 3);
+    assert_eq!(page[0]["id"], items[3]["id"]);
+    assert_eq!(page[2]["id"], items[1]["id"]);
+    let cursor = newest["next_cursor"].as_str().unwrap();
+    let older: Value = app
+        .get_as(
+            &format!("/api/conversations/{conv}/messages?order=desc&limit=3&cursor={cursor}"),
+            &owner,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(older["items"].as_array().unwrap().len(), 1);
+    assert_eq!(older["items"][0]["id"], items[0]["id"]);
+    let e = error_body(
+        app.get_as(
+            &format!("/api/conversations/{conv}/messages?order=up"),
+            &owner,
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert_eq!(e["code"], "invalid_query");
 
     // Exports.
     let md = app
