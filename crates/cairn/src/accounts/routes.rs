@@ -68,6 +68,12 @@ pub fn routes() -> ApiRoutes {
         .route(Method::GET, "/api/me", Rule::SIGNED_IN.key(Scope::Read), me)
         .route(Method::PATCH, "/api/me", Rule::MEMBER, update_me)
         .route(
+            Method::GET,
+            "/api/users/lookup",
+            Rule::MEMBER.key(Scope::Read),
+            lookup_user,
+        )
+        .route(
             Method::PUT,
             "/api/me/password",
             Rule::MEMBER,
@@ -838,6 +844,38 @@ async fn sign_out_everywhere(ctx: Ctx) -> ApiResult<Response> {
 
 async fn me(Extension(p): Extension<Principal>) -> Json<UserView> {
     Json(UserView::from(&p.user))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LookupQuery {
+    email: String,
+}
+
+#[derive(Serialize)]
+struct PersonView {
+    id: cairn_store::Id,
+    email: String,
+    display_name: String,
+}
+
+/// One active account by its exact email, so a collection's owner can share it with a
+/// colleague: no listing, no partial matches; anything else (no such account, pending,
+/// suspended) is the same 404.
+async fn lookup_user(
+    State(state): State<AppState>,
+    crate::http::query::Query(q): crate::http::query::Query<LookupQuery>,
+) -> ApiResult<Json<PersonView>> {
+    let email = email::normalize(&q.email)
+        .map_err(|_| ApiError::invalid_field("email", "must be an email address"))?;
+    match state.store.user_by_email(&email).await? {
+        Some(u) if u.state == "active" => Ok(Json(PersonView {
+            id: u.id,
+            email: u.email,
+            display_name: u.display_name,
+        })),
+        _ => Err(ApiError::not_found()),
+    }
 }
 
 #[derive(Deserialize)]

@@ -26,6 +26,12 @@ const MATRIX: &[(&str, &str, Access, Option<Scope>)] = &[
     ),
     ("GET", "/api/me", Access::SignedIn, Some(Scope::Read)),
     ("PATCH", "/api/me", Access::Member, None),
+    (
+        "GET",
+        "/api/users/lookup",
+        Access::Member,
+        Some(Scope::Read),
+    ),
     ("PUT", "/api/me/password", Access::Member, None),
     ("GET", "/api/me/sessions", Access::SignedIn, None),
     ("DELETE", "/api/me/sessions/{id}", Access::SignedIn, None),

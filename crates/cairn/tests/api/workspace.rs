@@ -253,3 +253,46 @@ async fn people_change_their_own_name(backend: Backend) {
 }
 
 on_both_backends!(people_change_their_own_name);
+
+/// Members find an active colleague by exact email (to share a collection), nothing more.
+async fn members_look_up_an_active_colleague_by_exact_email(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let _owner = app.create_owner().await;
+    let member = app.user_with("m@example.com", "member", "active").await;
+    let _colleague = app
+        .user_with("colleague@example.com", "member", "active")
+        .await;
+    let _pending = app.user_with("p@example.com", "member", "pending").await;
+    let found: Value = app
+        .get_as("/api/users/lookup?email=COLLEAGUE@example.com", &member)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["email"], "colleague@example.com");
+    assert!(found["id"].is_string());
+    assert!(
+        found.get("role").is_none() && found.get("state").is_none(),
+        "{found}"
+    );
+    for q in [
+        "email=p@example.com",
+        "email=nobody@example.com",
+        "email=colleague@",
+    ] {
+        let resp = app.get_as(&format!("/api/users/lookup?{q}"), &member).await;
+        assert!(
+            matches!(resp.status().as_u16(), 404 | 422),
+            "{q}: {}",
+            resp.status()
+        );
+    }
+    let resp = app
+        .get_as("/api/users/lookup?email=colleague%", &member)
+        .await;
+    assert_ne!(resp.status(), 200);
+    let resp = app.get_as("/api/users/lookup", &member).await;
+    assert_eq!(resp.status(), 400);
+}
+
+on_both_backends!(members_look_up_an_active_colleague_by_exact_email);
