@@ -657,6 +657,7 @@ impl MemIndex {
             .collect();
         vectored.sort_unstable();
         let rows = chunk_rows(&mut tx, &added).await?;
+        let rows_len = rows.len();
         let vectors = vector_rows(&mut tx, &vectored).await?;
         tx.commit().await?;
 
@@ -683,18 +684,28 @@ impl MemIndex {
             }
             index.last_change = max;
         };
-        let compact = {
-            let mut g = self
+        // Tokenising many chunks takes a while: off the async runtime then.
+        let heavy = rows_len > 500;
+        let me = self.clone();
+        let work = move || -> StoreResult<Option<bool>> {
+            let mut g = me
                 .index
                 .write()
                 .map_err(|_| StoreError::Internal("search index lock poisoned".into()))?;
-            match g.as_mut() {
-                Some(index) => {
-                    apply(index);
-                    index.needs_compaction()
-                }
-                None => return Ok(false),
-            }
+            Ok(g.as_mut().map(|index| {
+                apply(index);
+                index.needs_compaction()
+            }))
+        };
+        let outcome = if heavy {
+            tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| StoreError::Internal(format!("search index update: {e}")))??
+        } else {
+            work()?
+        };
+        let Some(compact) = outcome else {
+            return Ok(false);
         };
         if compact {
             self.rebuild(pool);
