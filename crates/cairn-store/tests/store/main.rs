@@ -12,8 +12,10 @@ use serde_json::json;
 
 mod chat;
 mod documents;
+mod upgrade;
 use chat::*;
 use documents::*;
+use upgrade::*;
 
 /// A fresh, migrated store on `backend`, or `None` when that backend is not configured.
 async fn fresh(backend: Backend) -> Option<(Store, Option<tempfile::TempDir>)> {
@@ -76,6 +78,7 @@ on_both_backends!(
     migrations_are_idempotent_and_report_status,
     a_database_from_a_newer_release_is_refused,
     concurrent_migrations_apply_each_version_once,
+    upgrades_from_schema_8,
 );
 
 /// The conformance story: one sequence of store operations whose every outcome is pinned.
