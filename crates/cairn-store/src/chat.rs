@@ -343,43 +343,29 @@ impl Store {
         })
     }
 
-    /// The messages of one of `user`'s conversations, oldest first, after `after`.
+    /// A page of one of `user`'s conversations: oldest first after `from`, or newest first
+    /// before `from` (a long conversation opens at its end and loads older pages upwards).
     pub async fn messages_of(
         &self,
         user: Id,
         conversation: Id,
-        after: Option<Id>,
+        from: Option<Id>,
         limit: u32,
+        newest_first: bool,
     ) -> StoreResult<Vec<MessageRow>> {
+        let (past, order) = if newest_first {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $2 \
              AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = $2 AND c.user_id = $1) \
-             AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4"
+             AND ($3 IS NULL OR id {past} $3) ORDER BY id {order} LIMIT $4"
         );
         Ok(
             on_pool!(self.db.pool(), p => sqlx::query_as::<_, MessageRow>(&sql)
-            .bind(user).bind(conversation).bind(after).bind(i64::from(limit))
-            .fetch_all(p).await)?,
-        )
-    }
-
-    /// Messages of one of `user`'s conversations, newest first, before `before` (a conversation
-    /// opens at its end; older pages load as the reader scrolls up).
-    pub async fn messages_newest_first(
-        &self,
-        user: Id,
-        conversation: Id,
-        before: Option<Id>,
-        limit: u32,
-    ) -> StoreResult<Vec<MessageRow>> {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $2 \
-             AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = $2 AND c.user_id = $1) \
-             AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
-        );
-        Ok(
-            on_pool!(self.db.pool(), p => sqlx::query_as::<_, MessageRow>(&sql)
-            .bind(user).bind(conversation).bind(before).bind(i64::from(limit))
+            .bind(user).bind(conversation).bind(from).bind(i64::from(limit))
             .fetch_all(p).await)?,
         )
     }

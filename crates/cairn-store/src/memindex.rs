@@ -54,15 +54,16 @@ const OP_VECTOR: i64 = 3;
 /// without diacritics, stemmed (Snowball English).
 pub fn index_terms(text: &str) -> Vec<String> {
     let stemmer = Stemmer::create(Algorithm::English);
-    let mut out = Vec::new();
     let mut buf = String::new();
-    for word in raw_words(text) {
-        fold(word, &mut buf);
-        if !buf.is_empty() && buf.len() <= MAX_WORD_BYTES {
-            out.push(stemmer.stem(&buf).into_owned());
-        }
-    }
-    out
+    raw_words(text)
+        .filter_map(|w| term(&stemmer, w, &mut buf))
+        .collect()
+}
+
+/// One word as the index stores it, if it is one it keeps (not empty, not over-long).
+fn term(stemmer: &Stemmer, word: &str, buf: &mut String) -> Option<String> {
+    fold(word, buf);
+    (!buf.is_empty() && buf.len() <= MAX_WORD_BYTES).then(|| stemmer.stem(buf).into_owned())
 }
 
 /// Runs of letters and digits.
@@ -625,7 +626,7 @@ impl MemIndex {
         let held = self.stats().map_or(0, |s| s.chunks as i64);
         if max < last || max - last > REPLAY_LIMIT.max(held) {
             drop(tx);
-            self.rebuild(pool);
+            self.start_build(pool.clone());
             return Ok(false);
         }
         let changes: Vec<(i64, i64, i64)> = sqlx::query_as(
@@ -638,7 +639,7 @@ impl MemIndex {
         if changes.len() as i64 != max - last {
             // Some were pruned before this process saw them.
             drop(tx);
-            self.rebuild(pool);
+            self.start_build(pool.clone());
             return Ok(false);
         }
         let added: Vec<i64> = changes
@@ -708,14 +709,10 @@ impl MemIndex {
             return Ok(false);
         };
         if compact {
-            self.rebuild(pool);
+            // The current index keeps answering until the new one is swapped in.
+            self.start_build(pool.clone());
         }
         Ok(true)
-    }
-
-    /// Rebuild in the background; the current index keeps answering meanwhile when it can.
-    fn rebuild(self: &Arc<Self>, pool: &sqlx::SqlitePool) {
-        self.start_build(pool.clone());
     }
 
     pub(crate) fn keyword(
@@ -728,11 +725,7 @@ impl MemIndex {
         let mut buf = String::new();
         let stems: Vec<String> = terms
             .iter()
-            .filter_map(|t| {
-                fold(t, &mut buf);
-                (!buf.is_empty() && buf.len() <= MAX_WORD_BYTES)
-                    .then(|| stemmer.stem(&buf).into_owned())
-            })
+            .filter_map(|t| term(&stemmer, t, &mut buf))
             .collect();
         let g = self.index.read().ok()?;
         Some(g.as_ref()?.keyword(&stems, allowed, limit))

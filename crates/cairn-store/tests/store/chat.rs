@@ -67,11 +67,14 @@ pub async fn conversations_story(backend: Backend) {
         store.add_message(bob, &q).await,
         Err(StoreError::NotFound)
     ));
-    let msgs = store.messages_of(ann, convs[0].id, None, 10).await.unwrap();
+    let msgs = store
+        .messages_of(ann, convs[0].id, None, 10, false)
+        .await
+        .unwrap();
     assert_eq!(msgs.len(), 2);
     assert_eq!(msgs[1], a);
     assert!(store
-        .messages_of(bob, convs[0].id, None, 10)
+        .messages_of(bob, convs[0].id, None, 10, false)
         .await
         .unwrap()
         .is_empty());
@@ -99,7 +102,7 @@ pub async fn conversations_story(backend: Backend) {
     ));
     store.delete_conversation(ann, renamed.id).await.unwrap();
     assert!(store
-        .messages_of(ann, renamed.id, None, 10)
+        .messages_of(ann, renamed.id, None, 10, false)
         .await
         .unwrap()
         .is_empty());

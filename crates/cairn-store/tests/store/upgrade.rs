@@ -149,7 +149,7 @@ async fn upgrade_from(backend: Backend, version: i64) {
     assert_eq!(chunks[0].location.0["heading_path"][0], "Granite");
     let conversation: Id = "01900000-0000-7000-8000-000000000006".parse().unwrap();
     let messages = store
-        .messages_of(ann.id, conversation, None, 10)
+        .messages_of(ann.id, conversation, None, 10, false)
         .await
         .unwrap();
     assert_eq!(messages.len(), 2);

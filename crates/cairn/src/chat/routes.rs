@@ -262,16 +262,11 @@ async fn list_messages(
     conversation(&ctx, id).await?;
     let limit = page_limit(q.limit)?;
     let from = cursor(q.cursor.as_deref())?;
-    let store = &ctx.state.store;
-    let rows = if newest_first {
-        store
-            .messages_newest_first(ctx.actor.user_id, id, from, limit + 1)
-            .await?
-    } else {
-        store
-            .messages_of(ctx.actor.user_id, id, from, limit + 1)
-            .await?
-    };
+    let rows = ctx
+        .state
+        .store
+        .messages_of(ctx.actor.user_id, id, from, limit + 1, newest_first)
+        .await?;
     Ok(Json(page(rows, limit, |m| m.id, |m| m)))
 }
 
@@ -425,7 +420,7 @@ async fn export(ctx: Ctx, Path(id): Path<Id>, Query(q): Query<ExportQuery>) -> A
         let batch = ctx
             .state
             .store
-            .messages_of(ctx.actor.user_id, id, after, 500)
+            .messages_of(ctx.actor.user_id, id, after, 500, false)
             .await?;
         let done = batch.len() < 500;
         after = batch.last().map(|m| m.id);

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -152,12 +152,12 @@ fn compressible(mime: &str) -> bool {
         || mime.ends_with("+json")
 }
 
-/// The file compressed, once per process.
-fn gzipped(name: &str, data: &[u8]) -> Vec<u8> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Vec<u8>>>>> = OnceLock::new();
+/// The file compressed, once per process (later requests share the bytes).
+fn gzipped(name: &str, data: &[u8]) -> bytes::Bytes {
+    static CACHE: OnceLock<Mutex<HashMap<String, bytes::Bytes>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(hit) = cache.lock().ok().and_then(|c| c.get(name).cloned()) {
-        return hit.as_ref().clone();
+        return hit;
     }
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     let compressed = encoder
@@ -165,10 +165,11 @@ fn gzipped(name: &str, data: &[u8]) -> Vec<u8> {
         .and_then(|()| encoder.finish())
         .unwrap_or_default();
     if compressed.is_empty() {
-        return data.to_vec();
+        return bytes::Bytes::copy_from_slice(data);
     }
+    let compressed = bytes::Bytes::from(compressed);
     if let Ok(mut c) = cache.lock() {
-        c.insert(name.to_owned(), Arc::new(compressed.clone()));
+        c.insert(name.to_owned(), compressed.clone());
     }
     compressed
 }
