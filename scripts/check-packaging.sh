@@ -2,7 +2,10 @@
 # Validates the deployment files without a container engine or a cluster:
 #   - docker-compose.yml, alone and with each profile (`docker-compose config -q`);
 #   - deploy/systemd/cairn.service (`systemd-analyze verify`);
-#   - deploy/kubernetes/*.yaml parse as YAML documents with kind and apiVersion.
+#   - deploy/kubernetes/*.yaml parse as YAML documents with kind and apiVersion;
+#   - deploy/prometheus/alerts.yml (`promtool check rules`, then its unit tests
+#     `promtool test rules deploy/prometheus/alerts_test.yml`);
+#   - deploy/grafana/cairn-dashboard.json parses as JSON.
 # Tools missing here are installed from Debian when running as root, else skipped with a note.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,3 +57,22 @@ for path in ["deploy/kubernetes/cairn.yaml"]:
         assert re.search(r"^kind: ", text, re.M), path
     print(f"packaging: {path}: valid YAML", file=sys.stderr)
 PY
+
+if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  note "installing promtool (Debian's prometheus) from Debian"
+  (apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 &&
+      apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; }) || true
+fi
+if command -v promtool >/dev/null 2>&1; then
+  for check in "check rules deploy/prometheus/alerts.yml" "test rules deploy/prometheus/alerts_test.yml"; do
+    # shellcheck disable=SC2086 # the words of $check are promtool's arguments
+    out=$(promtool $check 2>&1) || { printf '%s\n' "$out" >&2; exit 1; }
+  done
+  note "deploy/prometheus/alerts.yml: valid, unit tests pass"
+else
+  note "promtool is not available: alert rules not checked"
+fi
+
+python3 -m json.tool deploy/grafana/cairn-dashboard.json >/dev/null
+note "deploy/grafana/cairn-dashboard.json: valid JSON"

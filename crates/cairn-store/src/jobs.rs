@@ -8,7 +8,7 @@
 use serde::Serialize;
 use sqlx::types::Json;
 
-use crate::db::Backend;
+use crate::db::{Backend, BeginWrite};
 use crate::error::{StoreError, StoreResult};
 use crate::types::{Id, Timestamp};
 use crate::{on_pool, Store};
@@ -69,6 +69,45 @@ impl Store {
             .bind(job.max_attempts).bind(job.timeout_secs).bind(Timestamp::now())
             .execute(p).await.map(|_| ()))?;
         Ok(id)
+    }
+
+    /// Enqueue `job` unless a job of its kind with its subject exists (in any state): for
+    /// scheduled work, whose subject names the slot, so replicas that all notice a slot
+    /// queue it once. Returns the new job's id, or `None` when it was already there.
+    pub async fn enqueue_job_once(&self, job: &NewJob) -> StoreResult<Option<Id>> {
+        let subject = job.subject.as_deref().unwrap_or_default();
+        let id = Id::new();
+        let backend = self.db.backend();
+        on_pool!(self.db.pool(), p => {
+            let mut tx = p.begin_write().await?;
+            if backend == Backend::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind(subject).execute(&mut *tx).await?;
+            }
+            let exists: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM jobs WHERE kind = $1 AND subject = $2")
+                .bind(&job.kind).bind(subject).fetch_one(&mut *tx).await?;
+            if exists > 0 {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            sqlx::query(INSERT_JOB)
+                .bind(id).bind(&job.kind).bind(subject).bind(Json(&job.payload))
+                .bind(job.max_attempts).bind(job.timeout_secs).bind(Timestamp::now())
+                .execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(Some(id))
+        })
+    }
+
+    /// A queued or running job of `kind`, if there is one.
+    pub async fn active_job_of_kind(&self, kind: &str) -> StoreResult<Option<JobRow>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE kind = $1 AND status IN ('queued', 'running') \
+             ORDER BY id LIMIT 1"
+        );
+        Ok(on_pool!(self.db.pool(), p =>
+            sqlx::query_as::<_, JobRow>(&sql).bind(kind).fetch_optional(p).await)?)
     }
 
     pub async fn job(&self, id: Id) -> StoreResult<Option<JobRow>> {

@@ -21,11 +21,13 @@
 //! - [`chat`] — model providers and models, prices, conversations and messages (ownership
 //!   checked inside every statement).
 //! - [`usage`] — budgets (reserve, then settle) and usage per model call.
+//! - [`backup`] — consistent snapshots out (VACUUM INTO, COPY) and back in.
 //! - [`standing`] — the short-lived cache of callers' standing, voided on every change.
 
 pub mod accounts;
 pub mod api_keys;
 pub mod audit;
+pub mod backup;
 pub mod chat;
 pub mod collections;
 pub mod db;
@@ -33,6 +35,7 @@ pub mod documents;
 pub mod error;
 pub mod invites;
 pub mod jobs;
+pub mod maintenance;
 pub mod memindex;
 pub mod migrate;
 pub mod schema;

@@ -100,3 +100,33 @@ pub async fn run(db: &Db) -> StoreResult<Vec<MigrationInfo>> {
     on_pool!(db.pool(), p => migrator.run(p).await)?;
     Ok(before.pending)
 }
+
+/// Apply pending migrations up to and including `version`; returns those applied.
+pub async fn run_to(db: &Db, version: i64) -> StoreResult<Vec<MigrationInfo>> {
+    let before = status(db).await?;
+    if before.current > version {
+        return Err(StoreError::SchemaTooNew {
+            database: before.current,
+            binary: version,
+        });
+    }
+    let all = migrator(db.backend());
+    // The fields are how `migrate!` builds a migrator; sqlx is pinned by the lockfile.
+    let some = Migrator {
+        migrations: std::borrow::Cow::Owned(
+            all.iter()
+                .filter(|m| m.version <= version)
+                .cloned()
+                .collect(),
+        ),
+        ignore_missing: false,
+        locking: all.locking,
+        no_tx: all.no_tx,
+    };
+    on_pool!(db.pool(), p => some.run(p).await)?;
+    Ok(before
+        .pending
+        .into_iter()
+        .filter(|m| m.version <= version)
+        .collect())
+}

@@ -56,6 +56,8 @@ pub struct Inner {
     pub embedder: Option<cairn_embed::Embedder>,
     /// Chat streams and model-provider clients.
     pub chat: crate::chat::Runtime,
+    /// This process's share of the data directory (see `datadir::hold_shared`).
+    _data_dir_lock: std::fs::File,
 }
 
 impl Deref for AppState {
@@ -86,6 +88,8 @@ pub enum StartError {
     Migrate(#[from] cairn_store::StoreError),
     #[error("cannot prepare accounts: {0}")]
     Setup(String),
+    #[error("{0}")]
+    Locked(String),
     #[error("cannot reach Redis at {url}: {error}. Check that it runs and that CAIRN_REDIS_URL is right")]
     Redis { url: String, error: String },
     #[error(transparent)]
@@ -164,7 +168,7 @@ impl Application {
             );
             let _ = started_tx.send(());
         };
-        let pruner = tokio::spawn(prune_audit_daily(state.clone()));
+        let scheduler = crate::documents::worker::spawn_scheduler(&state);
         // Build the in-memory search index now, not at the first question.
         state.store.warm_search_index();
         let feed = crate::auth::standing_feed::start(&state.config, &state.store);
@@ -185,7 +189,7 @@ impl Application {
             result = server => result?,
             _ = deadline => tracing::warn!("drain deadline reached; closing remaining connections"),
         }
-        pruner.abort();
+        scheduler.abort();
         workers.stop(&state).await;
         if let Some(feed) = feed {
             feed.abort();
@@ -193,23 +197,6 @@ impl Application {
         state.store.db().close().await;
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// Apply `audit.retention_days`: now, then once a day.
-async fn prune_audit_daily(state: AppState) {
-    let Some(retention) = state.config.audit_retention else {
-        return;
-    };
-    let mut every_day = tokio::time::interval(std::time::Duration::from_secs(86_400));
-    loop {
-        every_day.tick().await;
-        let cutoff = cairn_store::Timestamp::now().plus_millis(-(retention.as_millis() as i64));
-        match state.store.prune_audit(cutoff).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "pruned audit entries past their retention"),
-            Err(e) => tracing::warn!(error = %e, "could not prune the audit log"),
-        }
     }
 }
 
@@ -381,6 +368,7 @@ pub async fn build_state(config: Config) -> Result<(AppState, Router<AppState>),
             "the data directory is readable by other users; `chmod 700` it"
         );
     }
+    let data_dir_lock = datadir::hold_shared(&config.data_dir).map_err(StartError::Locked)?;
     let (keys, report) = KeyRing::load_or_generate(&config)?;
     for name in report.generated {
         tracing::info!(
@@ -434,6 +422,7 @@ pub async fn build_state(config: Config) -> Result<(AppState, Router<AppState>),
         jobs_ready: tokio::sync::Notify::new(),
         embedder,
         chat,
+        _data_dir_lock: data_dir_lock,
     }));
     Ok((state, api))
 }

@@ -221,6 +221,30 @@ impl BlobStore {
         Ok(out)
     }
 
+    /// A blob exactly as stored (still encrypted), with its size: for backups.
+    pub async fn raw_get(
+        &self,
+        key: &str,
+    ) -> Result<
+        Option<(
+            u64,
+            futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
+        )>,
+        BlobError,
+    > {
+        match self.store.get(&StorePath::from(key)).await {
+            Ok(r) => Ok(Some((r.meta.size, r.into_stream()))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Start storing a blob's bytes as they are (already encrypted): for restores.
+    pub async fn raw_put(&self, key: &str) -> Result<WriteMultipart, BlobError> {
+        let upload = self.store.put_multipart(&StorePath::from(key)).await?;
+        Ok(WriteMultipart::new_with_chunk_size(upload, PART))
+    }
+
     /// Whether the store answers (one metadata request).
     pub async fn ping(&self) -> Result<(), BlobError> {
         self.exists("health/probe").await.map(|_| ())

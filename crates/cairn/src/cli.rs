@@ -75,6 +75,9 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Back up, list, verify and restore the workspace (database and files).
+    #[command(subcommand)]
+    Backup(crate::backup::cli::BackupCommand),
     /// Measure the product: retrieval quality on a dataset.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -297,6 +300,13 @@ async fn dispatch(cli: Cli) -> ExitCode {
             )
             .await
         }
+        Command::Backup(cmd) => match cli.load(None) {
+            Ok(config) => {
+                crate::telemetry::init(config.log_format, &config.log_level);
+                crate::backup::cli::run(config, cmd).await
+            }
+            Err(code) => code,
+        },
         Command::Health { url, timeout_secs } => health(&cli, url.as_deref(), *timeout_secs).await,
         Command::Version { json } => {
             version(*json);
@@ -354,7 +364,9 @@ async fn worker(cli: &Cli, workers: Option<usize>) -> ExitCode {
     };
     tracing::info!(workers = n, "ingestion workers running");
     let workers = crate::documents::worker::spawn(&state, n);
+    let scheduler = crate::documents::worker::spawn_scheduler(&state);
     shutdown_signal().await;
+    scheduler.abort();
     workers.stop(&state).await;
     state.store.db().close().await;
     ExitCode::SUCCESS

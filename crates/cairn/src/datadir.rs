@@ -69,6 +69,47 @@ pub fn prepare(dir: &Path) -> Result<DataDirReport, DataDirError> {
     })
 }
 
+/// The lock file every process using a data directory holds (shared); a restore holds it
+/// alone, so it never replaces a database under a running server.
+const LOCK_FILE: &str = "cairn.lock";
+
+/// Hold the data directory as one of possibly several processes (server, worker, import).
+/// Fails only when a restore holds it.
+pub fn hold_shared(dir: &Path) -> Result<fs::File, String> {
+    let f = open_lock(dir)?;
+    match f.try_lock_shared() {
+        Ok(()) => Ok(f),
+        Err(fs::TryLockError::WouldBlock) => Err(format!(
+            "a restore is running on the data directory {}; start Cairn when it has finished",
+            dir.display()
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", dir.display())),
+    }
+}
+
+/// Hold the data directory alone (for a restore). Fails while any Cairn process uses it.
+pub fn hold_exclusive(dir: &Path) -> Result<fs::File, String> {
+    let f = open_lock(dir)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(fs::TryLockError::WouldBlock) => Err(format!(
+            "Cairn is running on the data directory {} (a server, worker or import): stop it first",
+            dir.display()
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", dir.display())),
+    }
+}
+
+fn open_lock(dir: &Path) -> Result<fs::File, String> {
+    let path = dir.join(LOCK_FILE);
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

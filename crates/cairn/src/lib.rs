@@ -15,6 +15,7 @@
 pub mod accounts;
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod blobs;
 pub mod chat;
 pub mod cli;

@@ -133,6 +133,36 @@ pub struct StorageConfig {
     pub s3_allow_http: bool,
 }
 
+/// Where backups are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupDestination {
+    Dir,
+    S3,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    /// `None`: no scheduled backups.
+    pub schedule: Option<croner::Cron>,
+    pub destination: BackupDestination,
+    /// `None`: `<data_dir>/backups`.
+    pub dir: Option<PathBuf>,
+    pub s3_bucket: Option<String>,
+    pub s3_prefix: String,
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    pub keep_monthly: u32,
+    pub compression_level: i32,
+}
+
+/// What maintenance deletes, and how often it runs.
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    pub conversations: Option<Duration>,
+    pub usage: Option<Duration>,
+    pub maintenance_every: Duration,
+}
+
 /// Which file types an upload may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UploadProfile {
@@ -256,6 +286,8 @@ pub struct Config {
     pub chat: ChatConfig,
     /// `None`: keep audit entries forever.
     pub audit_retention: Option<Duration>,
+    pub retention: RetentionConfig,
+    pub backup: BackupConfig,
     raw: load::RawValues,
 }
 
@@ -524,6 +556,33 @@ impl Config {
                 0 => None,
                 days => Some(Duration::from_secs(days * 86_400)),
             },
+            retention: RetentionConfig {
+                conversations: match p.number::<u64>("retention.conversations_days", 0, 36_500) {
+                    0 => None,
+                    days => Some(Duration::from_secs(days * 86_400)),
+                },
+                usage: match p.number::<u64>("retention.usage_days", 0, 36_500) {
+                    0 => None,
+                    days => Some(Duration::from_secs(days * 86_400)),
+                },
+                maintenance_every: Duration::from_secs(
+                    60 * p.number::<u64>("maintenance.every_minutes", 1, 10_080),
+                ),
+            },
+            backup: BackupConfig {
+                schedule: p.schedule("backup.schedule"),
+                destination: match p.text("backup.destination") {
+                    "s3" => BackupDestination::S3,
+                    _ => BackupDestination::Dir,
+                },
+                dir: p.optional("backup.dir").map(PathBuf::from),
+                s3_bucket: p.optional("backup.s3_bucket"),
+                s3_prefix: p.text("backup.s3_prefix").to_owned(),
+                keep_daily: p.number("backup.keep_daily", 0, 10_000),
+                keep_weekly: p.number("backup.keep_weekly", 0, 10_000),
+                keep_monthly: p.number("backup.keep_monthly", 0, 10_000),
+                compression_level: p.number("backup.compression_level", 1, 19),
+            },
             rate_limit: RateLimitConfig {
                 enabled: p.bool("rate_limit.enabled"),
                 general_per_minute: p.number("rate_limit.general_per_minute", 1, 1_000_000),
@@ -704,6 +763,24 @@ impl Parser<'_> {
     }
 
     /// A text setting where empty means "not set".
+    /// A cron expression (empty or `off`: none).
+    fn schedule(&mut self, key: &str) -> Option<croner::Cron> {
+        let text = self.text(key).trim().to_owned();
+        if text.is_empty() || text == "off" {
+            return None;
+        }
+        match text.parse::<croner::Cron>() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.fail(
+                    key,
+                    format!("not a cron expression like \"0 3 * * *\" (minute hour day month weekday): {e}"),
+                );
+                None
+            }
+        }
+    }
+
     fn optional(&mut self, key: &str) -> Option<String> {
         let value = self.raw.get(key).0.trim();
         (!value.is_empty()).then(|| value.to_owned())

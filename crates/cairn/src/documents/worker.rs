@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_store::documents::DocumentRow;
-use cairn_store::jobs::JobRow;
+use cairn_store::jobs::{JobRow, NewJob};
 use cairn_store::{Id, Timestamp};
 use tokio::task::JoinSet;
 
@@ -21,7 +21,6 @@ use crate::app::AppState;
 /// process wake it at once).
 const IDLE_POLL: Duration = Duration::from_millis(500);
 const WATCHDOG_EVERY: Duration = Duration::from_secs(15);
-const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 /// Blobs without a document, and upload leftovers, younger than this are left alone (an upload
 /// may still be in flight).
 const ORPHAN_AGE: Duration = Duration::from_secs(3600);
@@ -69,7 +68,6 @@ pub fn spawn(state: &AppState, workers: usize) -> Workers {
         set.spawn(work(state.clone(), name, running.clone()));
     }
     set.spawn(watchdog(state.clone()));
-    set.spawn(maintenance(state.clone()));
     if workers > 0 {
         // Documents embedded with another model (or none) get vectors from this one.
         let s = state.clone();
@@ -93,9 +91,18 @@ fn hostname() -> String {
 async fn work(state: AppState, name: String, running: Running) {
     loop {
         let kinds: &[&str] = if state.embedder.is_some() {
-            &[super::INGEST_JOB, crate::search::embed::EMBED_JOB]
+            &[
+                super::INGEST_JOB,
+                crate::search::embed::EMBED_JOB,
+                MAINTENANCE_JOB,
+                crate::backup::BACKUP_JOB,
+            ]
         } else {
-            &[super::INGEST_JOB]
+            &[
+                super::INGEST_JOB,
+                MAINTENANCE_JOB,
+                crate::backup::BACKUP_JOB,
+            ]
         };
         match state.store.claim_job(&name, kinds).await {
             Ok(Some(job)) => {
@@ -121,6 +128,9 @@ async fn work(state: AppState, name: String, running: Running) {
 
 /// Run one claimed job to its end, heartbeating meanwhile.
 pub async fn run_job(state: &AppState, worker: &str, job: JobRow) {
+    if job.kind == MAINTENANCE_JOB || job.kind == crate::backup::BACKUP_JOB {
+        return run_system_job(state, worker, job).await;
+    }
     let alive = Arc::new(AtomicBool::new(true));
     let beat = {
         let state = state.clone();
@@ -270,16 +280,198 @@ pub async fn sweep_once(state: &AppState) {
 /// How old a budget reservation must be to count as abandoned: longer than any answer streams.
 const STALE_RESERVATION: Duration = Duration::from_secs(6 * 3600);
 
-async fn maintenance(state: AppState) {
-    let mut every = tokio::time::interval(MAINTENANCE_EVERY);
-    loop {
-        every.tick().await;
-        maintain_once(&state).await;
+/// The job kind of a maintenance round.
+pub const MAINTENANCE_JOB: &str = "maintenance.run";
+
+/// Queue maintenance every `maintenance.every_minutes` and backups on `backup.schedule`. Each
+/// slot's job is named by the slot (its subject), so several replicas queue it once, and a
+/// process that starts within an hour after a missed backup slot still queues it.
+pub fn spawn_scheduler(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SCHEDULER_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            schedule_due(&state, chrono::Utc::now()).await;
+        }
+    })
+}
+
+const SCHEDULER_TICK: Duration = Duration::from_secs(30);
+/// How late a missed backup slot may still be run.
+const BACKUP_GRACE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// Queue the jobs whose slot has come at `now` (unless queued already).
+pub async fn schedule_due(state: &AppState, now: chrono::DateTime<chrono::Utc>) {
+    let every = state.config.retention.maintenance_every.as_secs().max(60) as i64;
+    let slot = now.timestamp() - now.timestamp().rem_euclid(every);
+    let maintenance = NewJob {
+        kind: MAINTENANCE_JOB.into(),
+        subject: Some(format!("slot:{slot}")),
+        payload: serde_json::json!({}),
+        max_attempts: 1,
+        timeout_secs: 600,
+    };
+    let mut queued = false;
+    match state.store.enqueue_job_once(&maintenance).await {
+        Ok(Some(_)) => queued = true,
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not queue maintenance"),
+    }
+    if let Some(cron) = &state.config.backup.schedule {
+        if let Ok(due) = cron.find_previous_occurrence(&now, true) {
+            if now - due <= BACKUP_GRACE {
+                let mut job = crate::backup::routes::backup_job("scheduled");
+                job.subject = Some(format!("slot:{}", due.timestamp()));
+                match state.store.enqueue_job_once(&job).await {
+                    Ok(Some(_)) => queued = true,
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not queue a scheduled backup"),
+                }
+            }
+        }
+    }
+    if queued {
+        state.jobs_ready.notify_waiters();
     }
 }
 
-/// One round of maintenance: purge, orphan blobs, upload leftovers, old jobs.
+/// Maintenance and backups: run, then complete or fail the job.
+async fn run_system_job(state: &AppState, worker: &str, job: JobRow) {
+    let beat = {
+        let state = state.clone();
+        let worker = worker.to_owned();
+        let id = job.id;
+        let every = Duration::from_secs(u64::try_from(job.timeout_secs).unwrap_or(300).max(3) / 3);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = state.store.heartbeat_job(id, &worker, None).await {
+                    tracing::warn!(error = %e, "job heartbeat failed");
+                }
+            }
+        })
+    };
+    let result: Result<(), String> = if job.kind == MAINTENANCE_JOB {
+        maintain_once(state).await;
+        Ok(())
+    } else {
+        let trigger = job
+            .payload
+            .0
+            .get("trigger")
+            .and_then(|t| t.as_str())
+            .unwrap_or("scheduled")
+            .to_owned();
+        let ctx = crate::backup::Context {
+            config: &state.config,
+            db: state.store.db(),
+            blobs: &state.blobs,
+            data_key: &state.keys.data_key,
+        };
+        match crate::backup::create(&ctx, &trigger).await {
+            Ok(created) => {
+                state.metrics.backup_succeeded(&created);
+                if let Err(e) = crate::backup::rotate(&state.config).await {
+                    tracing::warn!(error = %e, "could not rotate backups");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                state.metrics.backup_failed();
+                tracing::error!(error = %e, "backup failed; older backups are untouched");
+                Err(e.to_string())
+            }
+        }
+    };
+    beat.abort();
+    let done = match result {
+        Ok(()) => state.store.complete_job(job.id, worker).await.map(|_| ()),
+        Err(message) => {
+            let retry = Timestamp::now().plus_millis(60_000);
+            state
+                .store
+                .fail_job(job.id, worker, &message, Some(retry))
+                .await
+                .map(|_| ())
+        }
+    };
+    if let Err(e) = done {
+        tracing::warn!(job = %job.id, error = %e, "could not record a job's end");
+    }
+}
+
+/// One round of maintenance: purge deleted documents, orphan blobs, upload leftovers, old
+/// jobs, expired credentials, data past its retention; then SQLite's `PRAGMA optimize`.
 pub async fn maintain_once(state: &AppState) {
+    let now = Timestamp::now();
+    let before = |keep: Duration| now.plus_millis(-i64::try_from(keep.as_millis()).unwrap_or(0));
+    match state.store.prune_expired_credentials(now).await {
+        Ok(p) if p != Default::default() => tracing::info!(
+            sessions = p.sessions,
+            invites = p.invites,
+            password_resets = p.password_resets,
+            "removed ended sessions and links"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not prune ended sessions"),
+    }
+    if let Some(keep) = state.config.audit_retention {
+        match state.store.prune_audit(before(keep)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "pruned audit entries past their retention"),
+            Err(e) => tracing::warn!(error = %e, "could not prune the audit log"),
+        }
+    }
+    if let Some(keep) = state.config.retention.conversations {
+        match state.store.prune_conversations(before(keep)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "deleted conversations past their retention"),
+            Err(e) => tracing::warn!(error = %e, "could not prune conversations"),
+        }
+    }
+    if let Some(keep) = state.config.retention.usage {
+        match state.store.prune_usage(before(keep)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "deleted usage records past their retention"),
+            Err(e) => tracing::warn!(error = %e, "could not prune usage records"),
+        }
+    }
+    maintain_documents(state).await;
+    if let Err(e) = state.store.optimize().await {
+        tracing::warn!(error = %e, "could not optimize the database");
+    }
+    let s = state.clone();
+    let _ = tokio::task::spawn_blocking(move || clean_temp_dir(&s)).await;
+}
+
+/// Staging left in `<data_dir>/tmp` by a backup or restore that was killed.
+fn clean_temp_dir(state: &AppState) {
+    let dir = state.config.data_dir.join("tmp");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(6 * 3600))
+            .unwrap_or(false);
+        if old {
+            let path = e.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            tracing::info!(path = %path.display(), "removed leftover temporary files");
+        }
+    }
+}
+
+/// Documents: purge, orphan blobs, upload leftovers, old jobs, stale reservations.
+async fn maintain_documents(state: &AppState) {
     let cutoff = match state.config.ingest.deleted_retention {
         Some(keep) => Timestamp::now().plus_millis(-i64::try_from(keep.as_millis()).unwrap_or(0)),
         None => Timestamp::now(),

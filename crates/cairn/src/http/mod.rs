@@ -142,6 +142,7 @@ pub fn api_routes() -> ApiRoutes {
         .merge(crate::chat::routes::routes())
         .merge(crate::chat::admin::routes())
         .merge(crate::chat::openai_api::routes())
+        .merge(crate::backup::routes::routes())
         .merge(openapi::routes())
 }
 

@@ -92,6 +92,10 @@ pub struct Metrics {
     answers: Family<AnswerLabels, Counter>,
     tokens: Family<TokenLabels, Counter>,
     first_token: Histogram,
+    backup_last_success: Gauge,
+    backup_last_bytes: Gauge,
+    backup_last_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    backup_failures: Counter,
 }
 
 impl Metrics {
@@ -205,6 +209,30 @@ impl Metrics {
             "Time from a question to the first token of its answer",
             first_token.clone(),
         );
+        let backup_last_success = Gauge::default();
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "When this process last finished a backup (Unix time; 0: not yet)",
+            backup_last_success.clone(),
+        );
+        let backup_last_bytes = Gauge::default();
+        registry.register(
+            "backup_last_size_bytes",
+            "Size of the last backup this process made",
+            backup_last_bytes.clone(),
+        );
+        let backup_last_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "backup_last_duration_seconds",
+            "How long the last backup this process made took",
+            backup_last_seconds.clone(),
+        );
+        let backup_failures = Counter::default();
+        registry.register(
+            "backup_failures",
+            "Backups that failed in this process",
+            backup_failures.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -227,7 +255,28 @@ impl Metrics {
             answers,
             tokens,
             first_token,
+            backup_last_success,
+            backup_last_bytes,
+            backup_last_seconds,
+            backup_failures,
         }
+    }
+
+    /// A backup finished.
+    pub fn backup_succeeded(&self, created: &crate::backup::Created) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        self.backup_last_success.set(now);
+        self.backup_last_bytes
+            .set(i64::try_from(created.bytes).unwrap_or(i64::MAX));
+        self.backup_last_seconds.set(created.seconds);
+    }
+
+    /// A backup failed.
+    pub fn backup_failed(&self) {
+        self.backup_failures.inc();
     }
 
     /// An answer ended.

@@ -1,0 +1,334 @@
+//! Backups: made through the API while the server runs, and offline; restored into a fresh
+//! workspace with every table's rows and every file identical; refused when damaged, from
+//! another key, over a live workspace, or over data without `--replace`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cairn::backup::{self, BackupError, Context};
+use cairn_store::{Db, Pool};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::documents::{new_collection, settled, upload};
+use crate::helpers::*;
+
+/// Every row of every table (but the migration ledger, whose install times differ), as text,
+/// sorted: two workspaces with equal dumps hold the same data.
+async fn dump(db: &Db) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    match db.pool() {
+        Pool::Sqlite(p) => {
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+                 AND name <> '_sqlx_migrations' AND sql NOT LIKE 'CREATE VIRTUAL%' ORDER BY name",
+            )
+            .fetch_all(p)
+            .await
+            .unwrap();
+            for t in tables {
+                let cols: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+                    .bind(&t)
+                    .fetch_all(p)
+                    .await
+                    .unwrap();
+                let expr = cols
+                    .iter()
+                    .map(|c| format!("quote(\"{c}\")"))
+                    .collect::<Vec<_>>()
+                    .join(" || '|' || ");
+                let mut rows: Vec<String> =
+                    sqlx::query_scalar(&format!("SELECT {expr} FROM \"{t}\""))
+                        .fetch_all(p)
+                        .await
+                        .unwrap();
+                rows.sort();
+                out.insert(t, rows);
+            }
+        }
+        Pool::Postgres(p) => {
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() \
+                 AND tablename <> '_sqlx_migrations' ORDER BY 1",
+            )
+            .fetch_all(p)
+            .await
+            .unwrap();
+            for t in tables {
+                let mut rows: Vec<String> =
+                    sqlx::query_scalar(&format!("SELECT x::text FROM \"{t}\" x"))
+                        .fetch_all(p)
+                        .await
+                        .unwrap();
+                rows.sort();
+                out.insert(t, rows);
+            }
+        }
+    }
+    out
+}
+
+async fn wait_for_job(app: &TestApp, s: &Session, id: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let job: Value = app
+            .get_as(&format!("/api/admin/jobs/{id}"), s)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if !matches!(job["status"].as_str(), Some("queued" | "running")) {
+            return job;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "stuck: {job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+const HANDBOOK: &str = "# Leave\n\nEveryone gets thirty days of paid leave a year.\n\n## Travel\n\nTrain journeys under six hours are booked in second class.\n";
+
+async fn backup_round_trip(backend: Backend) {
+    // The data directory outlives the first server: the offline backup reads it.
+    let original = tempfile::tempdir().unwrap();
+    let app = TestApp::builder(backend)
+        .data_dir(&original.path().join("data"))
+        .spawn()
+        .await;
+    let owner = app.create_owner().await;
+    let admin = app.user_with("admin@example.com", "admin", "active").await;
+    let member = app
+        .user_with("member@example.com", "member", "active")
+        .await;
+    let coll = new_collection(&app, &owner, "Handbook").await;
+    let mut docs = Vec::new();
+    for (name, body) in [
+        ("handbook.md", HANDBOOK.as_bytes().to_vec()),
+        (
+            "notes.txt",
+            "Quarterly planning happens in the first week of each quarter.\n"
+                .repeat(200)
+                .into_bytes(),
+        ),
+    ] {
+        let resp = upload(&app, &owner, &coll, name, body.clone()).await;
+        assert_eq!(resp.status(), 202);
+        let d: Value = resp.json().await.unwrap();
+        let id = d["id"].as_str().unwrap().to_owned();
+        assert_eq!(settled(&app, &owner, &id).await["status"], "ready");
+        docs.push((id, body));
+    }
+
+    // Through the API, while the server runs.
+    assert_eq!(
+        app.get_as("/api/admin/backups", &member).await.status(),
+        403
+    );
+    let resp = app
+        .call(Method::POST, "/api/admin/backups", &admin, None)
+        .await;
+    assert_eq!(resp.status(), 202);
+    let job: Value = resp.json().await.unwrap();
+    let job = wait_for_job(&app, &admin, job["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let listing: Value = app
+        .get_as("/api/admin/backups", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let items = listing["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listing}");
+    let name = items[0]["name"].as_str().unwrap().to_owned();
+    let want_backend = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    assert_eq!(items[0]["header"]["backend"], want_backend);
+    assert_eq!(items[0]["header"]["trigger"], "api");
+    assert_eq!(listing["schedule"], "0 3 * * *");
+    // Downloading is the owner's.
+    let path = format!("/api/admin/backups/{name}");
+    assert_eq!(app.get_as(&path, &admin).await.status(), 403);
+    let resp = app.get_as(&path, &owner).await;
+    assert_eq!(resp.status(), 200);
+    let downloaded = resp.bytes().await.unwrap();
+    let on_disk = std::fs::read(app.data_dir.join("backups").join(&name)).unwrap();
+    assert_eq!(downloaded.len(), on_disk.len());
+    assert!(downloaded[..] == on_disk[..]);
+    assert_eq!(
+        app.get_as("/api/admin/backups/..%2Fcairn.db", &owner)
+            .await
+            .status(),
+        404
+    );
+
+    // Offline, for an exact comparison.
+    let config = app.state.config.clone();
+    let key = *app.state.keys.data_key;
+    let data_dir = app.data_dir.clone();
+    app.stop().await.unwrap();
+    let db = cairn::app::connect_db(&config).await.unwrap();
+    let blobs = cairn::blobs::BlobStore::from_config(&config).unwrap();
+    let ctx = Context {
+        config: &config,
+        db: &db,
+        blobs: &blobs,
+        data_key: &key,
+    };
+    let created = backup::create(&ctx, "manual").await.unwrap();
+    assert_eq!(created.blobs, 2);
+    assert_eq!(created.missing_blobs, 0);
+    let before = dump(&db).await;
+    db.close().await;
+    assert!(before["chunks"].len() >= 2 && before["users"].len() == 3);
+    let file = data_dir.join("backups").join(&created.name);
+    let file = file.to_str().unwrap();
+    let manifest = backup::verify(&config, &key, file).await.unwrap();
+    assert_eq!(manifest.blobs, 2);
+    // The name works as well as the path.
+    backup::verify(&config, &key, &created.name).await.unwrap();
+
+    // A fresh machine: another data directory (and database) with only the secrets kept.
+    let fresh = tempfile::tempdir().unwrap();
+    let fresh_dir = fresh.path().join("data");
+    copy_dir(&data_dir.join("secrets"), &fresh_dir.join("secrets"));
+    let mut builder = TestApp::builder(backend).data_dir(&fresh_dir);
+    let (config_b, _) = builder.config().await.unwrap();
+    cairn::datadir::prepare(&fresh_dir).unwrap();
+    let db_b = cairn::app::connect_db(&config_b).await.unwrap();
+    let blobs_b = cairn::blobs::BlobStore::from_config(&config_b).unwrap();
+    let restored = backup::restore(&config_b, &db_b, &blobs_b, &key, file, false)
+        .await
+        .unwrap();
+    assert_eq!(restored.blobs, 2);
+    db_b.close().await;
+    let db_b = cairn::app::connect_db(&config_b).await.unwrap();
+    cairn_store::migrate::run(&db_b).await.unwrap();
+    let after = dump(&db_b).await;
+    // Over a workspace that has data, only with `replace`.
+    let again = backup::restore(&config_b, &db_b, &blobs_b, &key, file, false).await;
+    assert!(matches!(again, Err(BackupError::Refused(_))), "{again:?}");
+    db_b.close().await;
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    for (table, rows) in &before {
+        assert!(
+            rows == &after[table],
+            "table {table} differs after the restore"
+        );
+    }
+
+    // The restored workspace serves: the owner signs in, files come back byte for byte,
+    // search finds them.
+    let mut b = TestApp::builder(backend).data_dir(&fresh_dir);
+    if let Some(url) = &config_b.database_url {
+        b = b.set("database_url", url.expose());
+    }
+    let app_b = b.spawn().await;
+    let resp = app_b.sign_in(OWNER_EMAIL, PASSWORD).await;
+    assert_eq!(resp.status(), 200);
+    let owner_b = Session::from_body(&resp.json::<Value>().await.unwrap());
+    for (id, body) in &docs {
+        let resp = app_b
+            .get_as(&format!("/api/documents/{id}/content"), &owner_b)
+            .await;
+        assert_eq!(resp.status(), 200);
+        assert!(resp.bytes().await.unwrap()[..] == body[..]);
+    }
+    let hits: Value = app_b
+        .call(
+            Method::POST,
+            "/api/search",
+            &owner_b,
+            Some(serde_json::json!({ "query": "paid leave", "mode": "keyword" })),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        hits["results"].as_array().is_some_and(|h| !h.is_empty()),
+        "{hits}"
+    );
+    app_b.stop().await.unwrap();
+}
+
+on_both_backends!(backup_round_trip);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_foreign_and_unsafe_restores_are_refused() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let owner = app.create_owner().await;
+    let coll = new_collection(&app, &owner, "Notes").await;
+    let resp = upload(&app, &owner, &coll, "a.md", HANDBOOK.as_bytes().to_vec()).await;
+    let d: Value = resp.json().await.unwrap();
+    settled(&app, &owner, d["id"].as_str().unwrap()).await;
+    let config = app.state.config.clone();
+    let key = *app.state.keys.data_key;
+    let ctx = Context {
+        config: &config,
+        db: app.state.store.db(),
+        blobs: &app.state.blobs,
+        data_key: &key,
+    };
+    // Online: the server keeps running.
+    let created = backup::create(&ctx, "manual").await.unwrap();
+    let file = app.data_dir.join("backups").join(&created.name);
+    let bytes = std::fs::read(&file).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Cut short, at any point.
+    for keep in [bytes.len() - 1, bytes.len() / 2, 40, 5] {
+        let cut = tmp.path().join(format!("cut-{keep}.cairnbackup"));
+        std::fs::write(&cut, &bytes[..keep]).unwrap();
+        let err = backup::verify(&config, &key, cut.to_str().unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BackupError::Corrupt(_)), "{keep}: {err}");
+    }
+    // One changed byte.
+    let mut flipped = bytes.clone();
+    let at = bytes.len() - 200;
+    flipped[at] ^= 0x20;
+    let f = tmp.path().join("flipped.cairnbackup");
+    std::fs::write(&f, &flipped).unwrap();
+    let err = backup::verify(&config, &key, f.to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackupError::Corrupt(_)), "{err}");
+    // Another workspace's key.
+    let err = backup::verify(&config, &[9u8; 32], file.to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackupError::WrongKey), "{err}");
+    // Not a backup at all.
+    let junk = tmp.path().join("junk.cairnbackup");
+    std::fs::write(&junk, b"PK\x03\x04 definitely a zip").unwrap();
+    assert!(matches!(
+        backup::verify(&config, &key, junk.to_str().unwrap()).await,
+        Err(BackupError::Corrupt(_))
+    ));
+    // While the server holds the data directory, a restore cannot take it.
+    let busy = cairn::datadir::hold_exclusive(&app.data_dir).unwrap_err();
+    assert!(busy.contains("stop it first"), "{busy}");
+    // The damaged files were never listed, and the good backup still verifies.
+    let listed = backup::Destination::from_config(&config)
+        .unwrap()
+        .list()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    backup::verify(&config, &key, &created.name).await.unwrap();
+    app.stop().await.unwrap();
+}
