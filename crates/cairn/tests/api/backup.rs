@@ -332,3 +332,137 @@ async fn damaged_foreign_and_unsafe_restores_are_refused() {
     backup::verify(&config, &key, &created.name).await.unwrap();
     app.stop().await.unwrap();
 }
+
+fn cairn_cli(data_dir: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CAIRN_") || k == "DATABASE_URL" || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.arg("--data-dir").arg(data_dir);
+    cmd
+}
+
+fn partials(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains('#'))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `kill -9` in the middle of a backup leaves nothing that lists or verifies as a backup; a
+/// full disk fails cleanly and keeps older backups; a restore will not run beside a server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_and_failing_backups_leave_older_ones_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let app = TestApp::builder(Backend::Sqlite)
+        .data_dir(&data)
+        .spawn()
+        .await;
+    let owner = app.create_owner().await;
+    let coll = new_collection(&app, &owner, "Big").await;
+    // About 8 MB of varied text: slow to compress at zstd's highest level.
+    let mut text = String::new();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    while text.len() < 8_000_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.push_str(&format!("Line {x:x} of the archive, entry {}.\n", x % 9973));
+    }
+    let resp = upload(&app, &owner, &coll, "big.txt", text.into_bytes()).await;
+    let d: Value = resp.json().await.unwrap();
+    settled(&app, &owner, d["id"].as_str().unwrap()).await;
+    app.stop().await.unwrap();
+    let backups = data.join("backups");
+
+    // A first, good backup.
+    let out = cairn_cli(&data).args(["backup", "create"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let good = std::fs::read_dir(&backups).unwrap().count();
+    assert_eq!(good, 1);
+
+    // Killed half-way.
+    let mut child = cairn_cli(&data)
+        .args(["backup", "create", "--set", "backup.compression_level=19"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while partials(&backups).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(60), "no partial upload appeared");
+        assert!(child.try_wait().unwrap().is_none(), "the backup ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "the backup ended before it could be killed");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let left = partials(&backups);
+    assert_eq!(left.len(), 1, "{left:?}");
+    let out = cairn_cli(&data).args(["backup", "list", "--json"]).output().unwrap();
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let out = cairn_cli(&data)
+        .args(["backup", "verify"])
+        .arg(backups.join(&left[0]))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt"));
+
+    // A disk that fills up (a file-size limit stands in for it): a clean failure. (The killed
+    // run's staging stays until maintenance clears leftovers; this one's must not.)
+    let staged = || std::fs::read_dir(data.join("tmp")).map(|d| d.count()).unwrap_or(0);
+    let staged_before = staged();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f 4096; exec \"$0\" --data-dir '{}' backup create",
+            data.display()
+        ))
+        .arg(env!("CARGO_BIN_EXE_cairn"))
+        .env_remove("CAIRN_DATA_DIR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("older backups are untouched"), "{stderr}");
+    let out = cairn_cli(&data).args(["backup", "list", "--json"]).output().unwrap();
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let name = listed[0]["name"].as_str().unwrap();
+    let out = cairn_cli(&data).args(["backup", "verify", name]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(staged(), staged_before, "staging was left behind");
+    assert_eq!(partials(&backups).len(), 1, "the failed run left a partial upload");
+
+    // Not beside a running server.
+    let app = TestApp::builder(Backend::Sqlite)
+        .data_dir(&data)
+        .spawn()
+        .await;
+    let out = cairn_cli(&data)
+        .args(["backup", "restore", name, "--replace"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stop it first"));
+    app.stop().await.unwrap();
+    // Stopped, it restores over the workspace and keeps the old file.
+    let out = cairn_cli(&data)
+        .args(["backup", "restore", name, "--replace"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("the previous database is kept at"), "{stdout}");
+}
