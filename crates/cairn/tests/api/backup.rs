@@ -383,8 +383,15 @@ async fn interrupted_and_failing_backups_leave_older_ones_intact() {
     let backups = data.join("backups");
 
     // A first, good backup.
-    let out = cairn_cli(&data).args(["backup", "create"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cairn_cli(&data)
+        .args(["backup", "create"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let good = std::fs::read_dir(&backups).unwrap().count();
     assert_eq!(good, 1);
 
@@ -397,17 +404,29 @@ async fn interrupted_and_failing_backups_leave_older_ones_intact() {
         .unwrap();
     let start = Instant::now();
     while partials(&backups).is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(60), "no partial upload appeared");
-        assert!(child.try_wait().unwrap().is_none(), "the backup ended before it could be killed");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no partial upload appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
-    assert!(child.try_wait().unwrap().is_none(), "the backup ended before it could be killed");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the backup ended before it could be killed"
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let left = partials(&backups);
     assert_eq!(left.len(), 1, "{left:?}");
-    let out = cairn_cli(&data).args(["backup", "list", "--json"]).output().unwrap();
+    let out = cairn_cli(&data)
+        .args(["backup", "list", "--json"])
+        .output()
+        .unwrap();
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     let out = cairn_cli(&data)
@@ -420,7 +439,11 @@ async fn interrupted_and_failing_backups_leave_older_ones_intact() {
 
     // A disk that fills up (a file-size limit stands in for it): a clean failure. (The killed
     // run's staging stays until maintenance clears leftovers; this one's must not.)
-    let staged = || std::fs::read_dir(data.join("tmp")).map(|d| d.count()).unwrap_or(0);
+    let staged = || {
+        std::fs::read_dir(data.join("tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
     let staged_before = staged();
     let out = std::process::Command::new("sh")
         .arg("-c")
@@ -435,15 +458,29 @@ async fn interrupted_and_failing_backups_leave_older_ones_intact() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("older backups are untouched"), "{stderr}");
-    let out = cairn_cli(&data).args(["backup", "list", "--json"]).output().unwrap();
+    let out = cairn_cli(&data)
+        .args(["backup", "list", "--json"])
+        .output()
+        .unwrap();
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     let name = listed[0]["name"].as_str().unwrap();
-    let out = cairn_cli(&data).args(["backup", "verify", name]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cairn_cli(&data)
+        .args(["backup", "verify", name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(staged(), staged_before, "staging was left behind");
-    assert_eq!(partials(&backups).len(), 1, "the failed run left a partial upload");
+    assert_eq!(
+        partials(&backups).len(),
+        1,
+        "the failed run left a partial upload"
+    );
 
     // Not beside a running server.
     let app = TestApp::builder(Backend::Sqlite)
@@ -463,6 +500,105 @@ async fn interrupted_and_failing_backups_leave_older_ones_intact() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("the previous database is kept at"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("the previous database is kept at"),
+        "{stdout}"
+    );
 }
+
+async fn set_expiry(db: &Db, at: cairn_store::Timestamp) {
+    let sql = "UPDATE sessions SET expires_at = $1";
+    match db.pool() {
+        Pool::Sqlite(p) => sqlx::query(sql).bind(at).execute(p).await.unwrap(),
+        Pool::Postgres(p) => {
+            sqlx::query(sql).bind(at).execute(p).await.unwrap();
+            return;
+        }
+    };
+}
+
+/// Maintenance and backups are queued once per slot however many processes notice it, and
+/// maintenance removes what has ended.
+async fn scheduled_jobs_are_queued_once_per_slot(backend: Backend) {
+    let app = TestApp::builder(backend)
+        .set("ingest.workers", "0")
+        .set("backup.schedule", "0 3 * * *")
+        .spawn()
+        .await;
+    let state = &app.state;
+    let _owner = app.create_owner().await;
+    let at = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let db = state.store.db().clone();
+    let count = |kind: &'static str, slot: &'static str| {
+        let db = db.clone();
+        async move {
+            let subject = format!("slot:{}", at(slot).timestamp());
+            let sql = "SELECT COUNT(*) FROM jobs WHERE kind = $1 AND subject = $2";
+            let n: i64 = match db.pool() {
+                Pool::Sqlite(p) => sqlx::query_scalar(sql)
+                    .bind(kind)
+                    .bind(&subject)
+                    .fetch_one(p)
+                    .await
+                    .unwrap(),
+                Pool::Postgres(p) => sqlx::query_scalar(sql)
+                    .bind(kind)
+                    .bind(&subject)
+                    .fetch_one(p)
+                    .await
+                    .unwrap(),
+            };
+            n
+        }
+    };
+    // Two replicas notice 03:10 at once, then again a minute later.
+    tokio::join!(
+        cairn::documents::worker::schedule_due(state, at("2030-01-01T03:10:00Z")),
+        cairn::documents::worker::schedule_due(state, at("2030-01-01T03:10:00Z")),
+    );
+    cairn::documents::worker::schedule_due(state, at("2030-01-01T03:11:00Z")).await;
+    assert_eq!(count("backup.create", "2030-01-01T03:00:00Z").await, 1);
+    assert_eq!(count("maintenance.run", "2030-01-01T03:00:00Z").await, 1);
+    // Past the hour's grace, a missed backup slot is left for the next one.
+    cairn::documents::worker::schedule_due(state, at("2030-01-02T04:30:00Z")).await;
+    assert_eq!(count("backup.create", "2030-01-02T03:00:00Z").await, 0);
+    assert_eq!(count("maintenance.run", "2030-01-02T04:00:00Z").await, 1);
+
+    // Sessions ended over a week ago go.
+    let db = state.store.db();
+    set_expiry(
+        db,
+        cairn_store::Timestamp::now().plus_millis(-8 * 86_400_000),
+    )
+    .await;
+    cairn::documents::worker::maintain_once(state).await;
+    let pruned = state
+        .store
+        .prune_expired_credentials(cairn_store::Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(pruned.sessions, 0, "maintenance already removed them");
+    let left: i64 = match db.pool() {
+        Pool::Sqlite(p) => sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+            .fetch_one(p)
+            .await
+            .unwrap(),
+        Pool::Postgres(p) => sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+            .fetch_one(p)
+            .await
+            .unwrap(),
+    };
+    assert_eq!(left, 0);
+    app.stop().await.unwrap();
+}
+
+on_both_backends!(scheduled_jobs_are_queued_once_per_slot);
