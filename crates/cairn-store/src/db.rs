@@ -263,6 +263,14 @@ impl Db {
         on_pool!(&self.pool, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))
     }
 
+    /// The database server's clock (PostgreSQL; SQLite runs in this process, on its clock).
+    pub async fn server_time(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, sqlx::Error> {
+        match &self.pool {
+            Pool::Postgres(p) => Ok(Some(sqlx::query_scalar("SELECT now()").fetch_one(p).await?)),
+            Pool::Sqlite(_) => Ok(None),
+        }
+    }
+
     /// Connections open in the pool, and how many of them are idle.
     pub fn pool_stats(&self) -> PoolStats {
         let (size, idle) = on_pool!(&self.pool, p => (p.size(), p.num_idle()));

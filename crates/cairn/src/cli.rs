@@ -75,6 +75,13 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Check the deployment (configuration, data directory, disk, database and schema, Redis,
+    /// file storage, backups, clock, model providers); each problem with its fix. Exit 1 on a
+    /// failure.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
     /// Back up, list, verify and restore the workspace (database and files).
     #[command(subcommand)]
     Backup(crate::backup::cli::BackupCommand),
@@ -300,6 +307,10 @@ async fn dispatch(cli: Cli) -> ExitCode {
             )
             .await
         }
+        Command::Doctor { json } => match cli.load(None) {
+            Ok(config) => crate::doctor::run(config, *json).await,
+            Err(code) => code,
+        },
         Command::Backup(cmd) => match cli.load(None) {
             Ok(config) => {
                 crate::telemetry::init(config.log_format, &config.log_level);

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod datadir;
+pub mod doctor;
 pub mod documents;
 pub mod http;
 pub mod keys;

@@ -46,7 +46,7 @@ fn fail(what: &str, e: impl std::fmt::Display) -> ExitCode {
 }
 
 /// The data key without generating one: a restore needs the original.
-fn existing_data_key(config: &Config) -> Result<zeroize::Zeroizing<[u8; 32]>, String> {
+pub(crate) fn existing_data_key(config: &Config) -> Result<zeroize::Zeroizing<[u8; 32]>, String> {
     let file = config
         .data_dir
         .join("secrets")

@@ -224,6 +224,30 @@ impl Runtime {
 }
 
 /// A client for `provider`, its key unsealed with the data key.
+/// A client for `provider` outside a running server (for `cairn doctor`).
+pub fn client_for(
+    config: &crate::config::Config,
+    data_key: &[u8; 32],
+    provider: &ProviderRow,
+) -> Result<Client, String> {
+    let kind =
+        Kind::parse(&provider.kind).ok_or_else(|| format!("unknown kind {}", provider.kind))?;
+    let key = match &provider.sealed_api_key {
+        Some(sealed) => {
+            let plain = crate::crypto::open(data_key, sealed, provider.id.to_string().as_bytes())
+                .map_err(|e| format!("its key does not open with this data key: {e}"))?;
+            Some(String::from_utf8(plain).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    let timeouts = Timeouts {
+        connect: config.chat.connect_timeout,
+        idle: config.chat.idle_timeout,
+    };
+    Client::new(kind, &provider.base_url, key, timeouts, config.chat.retries)
+        .map_err(|e| e.to_string())
+}
+
 pub fn build_client(state: &AppState, provider: &ProviderRow) -> ApiResult<Client> {
     let kind = Kind::parse(&provider.kind).ok_or_else(|| {
         ApiError::internal(anyhow::anyhow!("provider kind {} unknown", provider.kind))

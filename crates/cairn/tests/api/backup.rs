@@ -514,12 +514,13 @@ async fn interrupted_and_failing_backups_leave_older_ones_intact() {
 async fn set_expiry(db: &Db, at: cairn_store::Timestamp) {
     let sql = "UPDATE sessions SET expires_at = $1";
     match db.pool() {
-        Pool::Sqlite(p) => sqlx::query(sql).bind(at).execute(p).await.unwrap(),
+        Pool::Sqlite(p) => {
+            sqlx::query(sql).bind(at).execute(p).await.unwrap();
+        }
         Pool::Postgres(p) => {
             sqlx::query(sql).bind(at).execute(p).await.unwrap();
-            return;
         }
-    };
+    }
 }
 
 /// Maintenance and backups are queued once per slot however many processes notice it, and
@@ -602,3 +603,63 @@ async fn scheduled_jobs_are_queued_once_per_slot(backend: Backend) {
 }
 
 on_both_backends!(scheduled_jobs_are_queued_once_per_slot);
+
+/// `cairn doctor` reports each dependency, and fails (exit 1) naming the fix when one is down.
+#[test]
+fn doctor_reports_findings_with_fixes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let out = cairn_cli(&data)
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let findings: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks: Vec<&str> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["check"].as_str().unwrap())
+        .collect();
+    for want in [
+        "configuration",
+        "data directory",
+        "free disk",
+        "database",
+        "schema",
+        "file storage",
+        "backups",
+    ] {
+        assert!(checks.contains(&want), "{want} missing from {findings}");
+    }
+    // A fresh database is not migrated by the doctor: it says so, with the fix.
+    let schema = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "schema")
+        .unwrap();
+    assert_eq!(schema["level"], "warn", "{schema}");
+    assert!(schema["fix"].as_str().unwrap().contains("cairn migrate"));
+
+    let out = cairn_cli(&data)
+        .args([
+            "doctor",
+            "--set",
+            "database_url=postgres://nobody:hunter2pw@127.0.0.1:1/none",
+            "--set",
+            "database.connect_attempts=1",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL  database"), "{stdout}");
+    assert!(stdout.contains("fix:"), "{stdout}");
+    assert!(
+        !stdout.contains("hunter2pw"),
+        "the password leaked: {stdout}"
+    );
+}
