@@ -386,6 +386,36 @@ const MATRIX: &[(&str, &str, Access, Option<Scope>)] = &[
         Some(Scope::Admin),
     ),
     ("GET", "/api/admin/usage", Access::Admin, Some(Scope::Admin)),
+    (
+        "GET",
+        "/api/admin/backups",
+        Access::Admin,
+        Some(Scope::Admin),
+    ),
+    (
+        "POST",
+        "/api/admin/backups",
+        Access::Admin,
+        Some(Scope::Admin),
+    ),
+    (
+        "GET",
+        "/api/admin/backups/{name}",
+        Access::Owner,
+        Some(Scope::Admin),
+    ),
+    (
+        "DELETE",
+        "/api/admin/backups/{name}",
+        Access::Owner,
+        Some(Scope::Admin),
+    ),
+    (
+        "GET",
+        "/api/admin/jobs/{id}",
+        Access::Admin,
+        Some(Scope::Admin),
+    ),
 ];
 
 /// Error codes that mean "the authorization layer refused".
