@@ -58,6 +58,28 @@ impl Drop for FileKey {
     }
 }
 
+/// A bucket reached with the endpoint, region and credentials of `storage.s3_*` (blobs, and
+/// backups sent to S3).
+pub fn s3_store(
+    s: &crate::config::StorageConfig,
+    bucket: &str,
+) -> Result<object_store::aws::AmazonS3, object_store::Error> {
+    let mut b = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_region(&s.s3_region)
+        .with_allow_http(s.s3_allow_http);
+    if let Some(endpoint) = &s.s3_endpoint {
+        b = b.with_endpoint(endpoint);
+    }
+    if let Some(id) = &s.s3_access_key_id {
+        b = b.with_access_key_id(id);
+    }
+    if let Some(secret) = &s.s3_secret_access_key {
+        b = b.with_secret_access_key(secret.expose());
+    }
+    b.build()
+}
+
 #[derive(Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
@@ -90,22 +112,9 @@ impl BlobStore {
                         "storage.s3_bucket is required with storage.backend = \"s3\"".into(),
                     )
                 })?;
-                let mut b = object_store::aws::AmazonS3Builder::new()
-                    .with_bucket_name(bucket)
-                    .with_region(&s.s3_region)
-                    .with_allow_http(s.s3_allow_http);
-                if let Some(endpoint) = &s.s3_endpoint {
-                    b = b.with_endpoint(endpoint);
-                }
-                if let Some(id) = &s.s3_access_key_id {
-                    b = b.with_access_key_id(id);
-                }
-                if let Some(secret) = &s.s3_secret_access_key {
-                    b = b.with_secret_access_key(secret.expose());
-                }
                 Ok(Self {
                     local: None,
-                    store: Arc::new(b.build()?),
+                    store: Arc::new(s3_store(s, bucket)?),
                     describe: format!(
                         "S3 bucket {bucket}{}",
                         s.s3_endpoint

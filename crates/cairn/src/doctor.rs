@@ -254,17 +254,15 @@ pub async fn examine(config: &Config) -> Vec<Finding> {
                         }
                     }
                 }
-                if let (Some(local), Some(data)) = (
-                    config
+                if config.backup.destination == crate::config::BackupDestination::Dir {
+                    use std::os::unix::fs::MetadataExt;
+                    let dir = config
                         .backup
                         .dir
                         .clone()
-                        .or_else(|| Some(config.data_dir.join("backups"))),
-                    free_bytes(&config.data_dir),
-                ) {
-                    if config.backup.destination == crate::config::BackupDestination::Dir
-                        && free_bytes(&local).map(|f| f.1) == Some(data.1)
-                    {
+                        .unwrap_or_else(|| config.data_dir.join("backups"));
+                    let device = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+                    if device(&dir).is_some() && device(&dir) == device(&config.data_dir) {
                         out.push(bad(Level::Warn, "backups", "kept on the same filesystem as the data", "set backup.dir to another disk, use backup.destination = \"s3\", or copy them off the machine"));
                     }
                 }

@@ -262,7 +262,10 @@ impl<R: Read> OpenReader<R> {
             self.cipher_buf.resize(want, 0);
             let n = match self.input.read(&mut self.cipher_buf[at..]) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    self.cipher_buf.truncate(at);
+                    continue;
+                }
                 Err(e) => {
                     self.cipher_buf.truncate(at);
                     return Err(e);

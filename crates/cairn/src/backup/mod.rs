@@ -146,27 +146,13 @@ impl Destination {
                 })
             }
             BackupDestination::S3 => {
-                let s = &config.storage;
                 let bucket = b.s3_bucket.as_deref().ok_or_else(|| {
                     BackupError::Internal(
                         "backup.s3_bucket is required with backup.destination = \"s3\"".into(),
                     )
                 })?;
-                let mut builder = object_store::aws::AmazonS3Builder::new()
-                    .with_bucket_name(bucket)
-                    .with_region(&s.s3_region)
-                    .with_allow_http(s.s3_allow_http);
-                if let Some(endpoint) = &s.s3_endpoint {
-                    builder = builder.with_endpoint(endpoint);
-                }
-                if let Some(id) = &s.s3_access_key_id {
-                    builder = builder.with_access_key_id(id);
-                }
-                if let Some(secret) = &s.s3_secret_access_key {
-                    builder = builder.with_secret_access_key(secret.expose());
-                }
                 Ok(Self {
-                    store: Arc::new(builder.build()?),
+                    store: Arc::new(crate::blobs::s3_store(&config.storage, bucket)?),
                     prefix: b.s3_prefix.trim_matches('/').to_owned(),
                     describe: format!("S3 bucket {bucket}"),
                     local: None,

@@ -126,32 +126,40 @@ async fn work(state: AppState, name: String, running: Running) {
     }
 }
 
+/// Extend `job`'s lease every third of its timeout until aborted; `alive` turns false when
+/// the job is no longer this worker's (cancelled, or taken back by the watchdog).
+fn heartbeat(
+    state: &AppState,
+    worker: &str,
+    job: &JobRow,
+    alive: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let state = state.clone();
+    let worker = worker.to_owned();
+    let every = Duration::from_secs(u64::try_from(job.timeout_secs).unwrap_or(300).max(3) / 3);
+    let id = job.id;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            match state.store.heartbeat_job(id, &worker, None).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    alive.store(false, Ordering::Release);
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "job heartbeat failed"),
+            }
+        }
+    })
+}
+
 /// Run one claimed job to its end, heartbeating meanwhile.
 pub async fn run_job(state: &AppState, worker: &str, job: JobRow) {
     if job.kind == MAINTENANCE_JOB || job.kind == crate::backup::BACKUP_JOB {
         return run_system_job(state, worker, job).await;
     }
     let alive = Arc::new(AtomicBool::new(true));
-    let beat = {
-        let state = state.clone();
-        let worker = worker.to_owned();
-        let alive = alive.clone();
-        let every = Duration::from_secs(u64::try_from(job.timeout_secs).unwrap_or(300).max(3) / 3);
-        let id = job.id;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                match state.store.heartbeat_job(id, &worker, None).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        alive.store(false, Ordering::Release);
-                        return;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "job heartbeat failed"),
-                }
-            }
-        })
-    };
+    let beat = heartbeat(state, worker, &job, alive.clone());
     let document = job
         .payload
         .0
@@ -291,9 +299,16 @@ pub fn spawn_scheduler(state: &AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(SCHEDULER_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Queueing takes the write lock: only when a slot begins (or at start).
+        let mut queued = None;
         loop {
             tick.tick().await;
-            schedule_due(&state, chrono::Utc::now()).await;
+            let now = chrono::Utc::now();
+            let slots = due_slots(&state.config, now);
+            if queued != Some(slots) {
+                schedule_due(&state, now).await;
+                queued = Some(slots);
+            }
         }
     })
 }
@@ -302,10 +317,27 @@ const SCHEDULER_TICK: Duration = Duration::from_secs(30);
 /// How late a missed backup slot may still be run.
 const BACKUP_GRACE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
+/// The maintenance slot holding `now` and, within its grace, the latest backup slot (Unix
+/// seconds of their starts).
+fn due_slots(
+    config: &crate::config::Config,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (i64, Option<i64>) {
+    let every = config.retention.maintenance_every.as_secs().max(60) as i64;
+    let slot = now.timestamp() - now.timestamp().rem_euclid(every);
+    let backup = config
+        .backup
+        .schedule
+        .as_ref()
+        .and_then(|cron| cron.find_previous_occurrence(&now, true).ok())
+        .filter(|due| now - *due <= BACKUP_GRACE)
+        .map(|due| due.timestamp());
+    (slot, backup)
+}
+
 /// Queue the jobs whose slot has come at `now` (unless queued already).
 pub async fn schedule_due(state: &AppState, now: chrono::DateTime<chrono::Utc>) {
-    let every = state.config.retention.maintenance_every.as_secs().max(60) as i64;
-    let slot = now.timestamp() - now.timestamp().rem_euclid(every);
+    let (slot, backup_slot) = due_slots(&state.config, now);
     let maintenance = NewJob {
         kind: MAINTENANCE_JOB.into(),
         subject: Some(format!("slot:{slot}")),
@@ -319,17 +351,13 @@ pub async fn schedule_due(state: &AppState, now: chrono::DateTime<chrono::Utc>) 
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "could not queue maintenance"),
     }
-    if let Some(cron) = &state.config.backup.schedule {
-        if let Ok(due) = cron.find_previous_occurrence(&now, true) {
-            if now - due <= BACKUP_GRACE {
-                let mut job = crate::backup::routes::backup_job("scheduled");
-                job.subject = Some(format!("slot:{}", due.timestamp()));
-                match state.store.enqueue_job_once(&job).await {
-                    Ok(Some(_)) => queued = true,
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "could not queue a scheduled backup"),
-                }
-            }
+    if let Some(due) = backup_slot {
+        let mut job = crate::backup::routes::backup_job("scheduled");
+        job.subject = Some(format!("slot:{due}"));
+        match state.store.enqueue_job_once(&job).await {
+            Ok(Some(_)) => queued = true,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not queue a scheduled backup"),
         }
     }
     if queued {
@@ -339,20 +367,7 @@ pub async fn schedule_due(state: &AppState, now: chrono::DateTime<chrono::Utc>) 
 
 /// Maintenance and backups: run, then complete or fail the job.
 async fn run_system_job(state: &AppState, worker: &str, job: JobRow) {
-    let beat = {
-        let state = state.clone();
-        let worker = worker.to_owned();
-        let id = job.id;
-        let every = Duration::from_secs(u64::try_from(job.timeout_secs).unwrap_or(300).max(3) / 3);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                if let Err(e) = state.store.heartbeat_job(id, &worker, None).await {
-                    tracing::warn!(error = %e, "job heartbeat failed");
-                }
-            }
-        })
-    };
+    let beat = heartbeat(state, worker, &job, Arc::new(AtomicBool::new(true)));
     let result: Result<(), String> = if job.kind == MAINTENANCE_JOB {
         maintain_once(state).await;
         Ok(())
