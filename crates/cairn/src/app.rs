@@ -94,6 +94,8 @@ pub enum StartError {
     Redis { url: String, error: String },
     #[error(transparent)]
     Storage(#[from] crate::blobs::BlobError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 fn list(problems: &[Problem]) -> String {
@@ -109,6 +111,10 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    /// HTTPS on `listener`, when `tls.mode` is not off.
+    tls: Option<crate::tls::Tls>,
+    /// The plain-HTTP listener that only redirects (`tls.redirect_listen`).
+    redirect: Option<TcpListener>,
 }
 
 impl Application {
@@ -129,12 +135,37 @@ impl Application {
         extra_routes: Option<Router<AppState>>,
     ) -> Result<Application, StartError> {
         let (state, api) = build_state(config).await?;
+        let tls = if state.config.tls.enabled() {
+            Some(crate::tls::Tls::prepare(&state.config)?)
+        } else {
+            None
+        };
+        let redirect = match state.config.tls.redirect_listen {
+            Some(addr) if tls.is_some() => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|error| bind_error(addr, error))?,
+            ),
+            _ => None,
+        };
         let router = crate::http::router(state.clone(), api, extra_routes);
         Ok(Application {
             listener,
             router,
             state,
+            tls,
+            redirect,
         })
+    }
+
+    /// The plain-HTTP redirect listener's address, when there is one.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Whether this server speaks HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -155,6 +186,8 @@ impl Application {
             listener,
             router,
             state,
+            tls,
+            redirect,
         } = self;
         let grace = state.config.http.shutdown_grace;
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
@@ -173,11 +206,48 @@ impl Application {
         state.store.warm_search_index();
         let feed = crate::auth::standing_feed::start(&state.config, &state.store);
         let workers = crate::documents::worker::spawn(&state, state.config.ingest.workers);
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal);
+        let make_service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let mut tls_tasks = Vec::new();
+        let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+            match tls {
+                Some(tls) => {
+                    use axum::serve::ListenerExt;
+                    use std::future::IntoFuture;
+                    tls_tasks.push(tls.spawn_upkeep(&state.config, state.metrics.clone()));
+                    if let Some(plain) = redirect {
+                        let https_port = listener.local_addr()?.port();
+                        let redirect = crate::tls::redirect::router(
+                            tls.http01.clone(),
+                            state.config.public_url.as_ref(),
+                            https_port,
+                        );
+                        tracing::info!(
+                            addr = %plain.local_addr()?,
+                            "plain HTTP answers only with redirects to HTTPS (and ACME challenges)"
+                        );
+                        tls_tasks.push(tokio::spawn(async move {
+                            if let Err(e) = axum::serve(plain, redirect).await {
+                                tracing::error!(error = %e, "the redirect listener stopped");
+                            }
+                        }));
+                    }
+                    let listener = crate::tls::TlsListener::new(listener, &tls, state.metrics.clone())?
+                        .tap_io(|_| {});
+                    Box::pin(
+                        axum::serve(listener, make_service)
+                            .with_graceful_shutdown(signal)
+                            .into_future(),
+                    )
+                }
+                None => {
+                    use std::future::IntoFuture;
+                    Box::pin(
+                        axum::serve(listener, make_service)
+                            .with_graceful_shutdown(signal)
+                            .into_future(),
+                    )
+                }
+            };
         let deadline = async move {
             if started_rx.await.is_ok() {
                 tokio::time::sleep(grace).await;
@@ -190,6 +260,9 @@ impl Application {
             _ = deadline => tracing::warn!("drain deadline reached; closing remaining connections"),
         }
         scheduler.abort();
+        for task in tls_tasks {
+            task.abort();
+        }
         workers.stop(&state).await;
         if let Some(feed) = feed {
             feed.abort();

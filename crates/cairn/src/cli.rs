@@ -346,7 +346,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> ExitCode {
         }
     };
     let url = match app.local_addr() {
-        Ok(addr) => display_url(addr),
+        Ok(addr) => display_url(addr, app.is_tls()),
         Err(_) => String::from("(unknown address)"),
     };
     tracing::info!(url = %url, version = env!("CARGO_PKG_VERSION"), "Cairn is listening on {url}");
@@ -561,14 +561,15 @@ async fn run_import(
 }
 
 /// The URL to print for a listen address: a wildcard bind is reachable on loopback.
-fn display_url(addr: std::net::SocketAddr) -> String {
+fn display_url(addr: std::net::SocketAddr, tls: bool) -> String {
     let ip = match addr.ip() {
         std::net::IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_owned(),
         std::net::IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_owned(),
         std::net::IpAddr::V6(v6) => format!("[{v6}]"),
         ip => ip.to_string(),
     };
-    format!("http://{ip}:{}", addr.port())
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{ip}:{}", addr.port())
 }
 
 async fn shutdown_signal() {
@@ -852,11 +853,11 @@ async fn health(cli: &Cli, url: Option<&str>, timeout_secs: u64) -> ExitCode {
     let url = match url {
         Some(u) => u.to_owned(),
         None => {
-            let listen = cli
+            let (listen, tls) = cli
                 .load(None)
-                .map(|c| c.listen)
-                .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
-            format!("{}/api/health", display_url(listen))
+                .map(|c| (c.listen, c.tls.enabled()))
+                .unwrap_or_else(|_| (std::net::SocketAddr::from(([127, 0, 0, 1], 8080)), false));
+            format!("{}/api/health", display_url(listen, tls))
         }
     };
     match tokio::time::timeout(Duration::from_secs(timeout_secs), crate::probe::get(&url)).await {

@@ -30,6 +30,7 @@ pub mod ops;
 pub mod probe;
 pub mod search;
 pub mod telemetry;
+pub mod tls;
 
 pub use app::{AppState, Application};
 pub use config::Config;

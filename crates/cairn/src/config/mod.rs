@@ -133,6 +133,60 @@ pub struct StorageConfig {
     pub s3_allow_http: bool,
 }
 
+/// How Cairn serves HTTPS itself (`tls.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain HTTP: TLS ends at a reverse proxy, or nowhere.
+    Off,
+    SelfSigned,
+    Files,
+    Acme,
+}
+
+/// How an ACME server checks that this server answers for its names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// A token over plain HTTP on port 80 (needs `tls.redirect_listen`).
+    Http01,
+    /// A special certificate on the HTTPS port itself.
+    TlsAlpn01,
+}
+
+/// Which TLS versions are accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMinVersion {
+    V1_2,
+    V1_3,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    /// The names and addresses certificates are for. Empty: the `public_url` host.
+    pub hosts: Vec<String>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub reload_check: Duration,
+    pub min_version: TlsMinVersion,
+    /// The plain-HTTP listener that only redirects (and answers HTTP-01 challenges).
+    pub redirect_listen: Option<SocketAddr>,
+    pub hsts_max_age_secs: u64,
+    pub handshake_timeout: Duration,
+    pub self_signed_days: u32,
+    pub renew_before_days: u32,
+    pub acme_directory: String,
+    pub acme_email: Option<String>,
+    /// A PEM root certificate trusted for the ACME server (private or test CAs).
+    pub acme_ca_root: Option<PathBuf>,
+    pub acme_challenge: AcmeChallenge,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.mode != TlsMode::Off
+    }
+}
+
 /// Where backups are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackupDestination {
@@ -288,6 +342,7 @@ pub struct Config {
     pub audit_retention: Option<Duration>,
     pub retention: RetentionConfig,
     pub backup: BackupConfig,
+    pub tls: TlsConfig,
     raw: load::RawValues,
 }
 
@@ -583,6 +638,7 @@ impl Config {
                 keep_monthly: p.number("backup.keep_monthly", 0, 10_000),
                 compression_level: p.number("backup.compression_level", 1, 19),
             },
+            tls: p.tls(),
             rate_limit: RateLimitConfig {
                 enabled: p.bool("rate_limit.enabled"),
                 general_per_minute: p.number("rate_limit.general_per_minute", 1, 1_000_000),
@@ -658,9 +714,23 @@ impl Config {
 
     /// Whether browsers reach Cairn over HTTPS (so cookies are `Secure` and HSTS is sent).
     pub fn served_over_https(&self) -> bool {
-        self.public_url
-            .as_ref()
-            .is_some_and(|u| u.scheme() == "https")
+        self.tls.enabled()
+            || self
+                .public_url
+                .as_ref()
+                .is_some_and(|u| u.scheme() == "https")
+    }
+
+    /// The names certificates are for: `tls.hosts`, else the `public_url` host, else
+    /// `localhost` (self-signed only).
+    pub fn tls_hosts(&self) -> Vec<String> {
+        if !self.tls.hosts.is_empty() {
+            return self.tls.hosts.clone();
+        }
+        match self.public_url.as_ref().and_then(|u| u.host_str()) {
+            Some(host) => vec![host.trim_start_matches('[').trim_end_matches(']').to_owned()],
+            None => Vec::new(),
+        }
     }
 }
 
@@ -826,6 +896,95 @@ impl Parser<'_> {
             }
         }
         out
+    }
+
+    fn tls(&mut self) -> TlsConfig {
+        let mode = match self.text("tls.mode") {
+            "self-signed" => TlsMode::SelfSigned,
+            "files" => TlsMode::Files,
+            "acme" => TlsMode::Acme,
+            _ => TlsMode::Off,
+        };
+        let cert_file = self.optional("tls.cert_file").map(PathBuf::from);
+        let key_file = self.optional("tls.key_file").map(PathBuf::from);
+        if mode == TlsMode::Files && (cert_file.is_none() || key_file.is_none()) {
+            self.fail(
+                "tls.mode",
+                "`files` needs both `tls.cert_file` and `tls.key_file`".into(),
+            );
+        }
+        let redirect_listen = match self.optional("tls.redirect_listen") {
+            None => None,
+            Some(text) => match text.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.fail(
+                        "tls.redirect_listen",
+                        format!("expected an address like 0.0.0.0:80, got `{text}`"),
+                    );
+                    None
+                }
+            },
+        };
+        if mode == TlsMode::Off && redirect_listen.is_some() {
+            self.fail(
+                "tls.redirect_listen",
+                "the redirect listener sends people to HTTPS: it needs `tls.mode` (self-signed, files or acme)".into(),
+            );
+        }
+        let acme_challenge = match self.text("tls.acme_challenge") {
+            "http-01" => AcmeChallenge::Http01,
+            _ => AcmeChallenge::TlsAlpn01,
+        };
+        if mode == TlsMode::Acme && acme_challenge == AcmeChallenge::Http01 && redirect_listen.is_none() {
+            self.fail(
+                "tls.acme_challenge",
+                "`http-01` is answered on the plain-HTTP listener: set `tls.redirect_listen` (e.g. 0.0.0.0:80), or use `tls-alpn-01`".into(),
+            );
+        }
+        let hosts = self.list("tls.hosts");
+        for host in &hosts {
+            let valid = host.parse::<IpAddr>().is_ok()
+                || (!host.is_empty()
+                    && host.len() <= 253
+                    && host.split('.').all(|label| {
+                        !label.is_empty()
+                            && label.len() <= 63
+                            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                            && !label.starts_with('-')
+                            && !label.ends_with('-')
+                    }));
+            if !valid {
+                self.fail(
+                    "tls.hosts",
+                    format!("`{host}` is neither a host name like cairn.example.com nor an IP address"),
+                );
+            }
+        }
+        TlsConfig {
+            mode,
+            hosts,
+            cert_file,
+            key_file,
+            reload_check: Duration::from_secs(self.number("tls.reload_check_secs", 1, 86_400)),
+            min_version: match self.text("tls.min_version") {
+                "1.3" => TlsMinVersion::V1_3,
+                _ => TlsMinVersion::V1_2,
+            },
+            redirect_listen,
+            hsts_max_age_secs: self.number("tls.hsts_max_age_secs", 0, 63_072_000),
+            handshake_timeout: Duration::from_secs(self.number(
+                "tls.handshake_timeout_secs",
+                1,
+                300,
+            )),
+            self_signed_days: self.number("tls.self_signed_days", 2, 3650),
+            renew_before_days: self.number("tls.renew_before_days", 1, 365),
+            acme_directory: self.text("tls.acme_directory").trim().to_owned(),
+            acme_email: self.optional("tls.acme_email"),
+            acme_ca_root: self.optional("tls.acme_ca_root").map(PathBuf::from),
+            acme_challenge,
+        }
     }
 
     fn public_url(&mut self) -> Option<Url> {

@@ -50,8 +50,8 @@ pub const CHECKS: &[Check] = &[
     },
     Check {
         id: "plain_http",
-        what: "The public URL is plain HTTP, or HTTPS with nothing declared to terminate it (no trusted proxy).",
-        fix: "Use an `https://` `public_url` and list the TLS-terminating reverse proxy in `http.trusted_proxies`.",
+        what: "The public URL is plain HTTP, or HTTPS with nothing declared to terminate it (neither `tls.mode` nor a trusted proxy).",
+        fix: "Use an `https://` `public_url`, and either set `tls.mode` (Cairn serves HTTPS itself) or list the TLS-terminating reverse proxy in `http.trusted_proxies`.",
         find: plain_http,
     },
     Check {
@@ -210,6 +210,7 @@ fn plain_http(config: &Config) -> Vec<String> {
         Some(url) if url.scheme() == "http" => vec![format!(
             "`public_url` is {url}: people would reach Cairn unencrypted"
         )],
+        Some(_) if config.tls.enabled() => Vec::new(),
         Some(url) if config.http.trusted_proxies.is_empty() => vec![format!(
             "`public_url` is {url} but `http.trusted_proxies` is empty: nothing is declared to terminate HTTPS"
         )],

@@ -57,11 +57,11 @@ pub fn security_headers(config: &Config) -> Vec<(HeaderName, HeaderValue)> {
             HeaderValue::from_static("same-origin"),
         ),
     ];
-    if config.served_over_https() {
-        headers.push((
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-        ));
+    if config.served_over_https() && config.tls.hsts_max_age_secs > 0 {
+        let value = format!("max-age={}; includeSubDomains", config.tls.hsts_max_age_secs);
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.push((header::STRICT_TRANSPORT_SECURITY, value));
+        }
     }
     headers
 }

@@ -56,6 +56,11 @@ struct TokenLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
     kind: String,
     status: String,
@@ -96,6 +101,9 @@ pub struct Metrics {
     backup_last_bytes: Gauge,
     backup_last_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     backup_failures: Counter,
+    tls_expiry: Gauge,
+    tls_handshakes: Family<HandshakeLabels, Counter>,
+    tls_renewal_failures: Counter,
 }
 
 impl Metrics {
@@ -233,6 +241,24 @@ impl Metrics {
             "Backups that failed in this process",
             backup_failures.clone(),
         );
+        let tls_expiry = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the certificate Cairn serves expires (Unix time; 0: TLS off or none yet)",
+            tls_expiry.clone(),
+        );
+        let tls_handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes on the HTTPS listener, by result (ok, failed, timeout)",
+            tls_handshakes.clone(),
+        );
+        let tls_renewal_failures = Counter::default();
+        registry.register(
+            "tls_renewal_failures",
+            "Failed attempts to obtain, renew or reload the TLS certificate",
+            tls_renewal_failures.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -259,6 +285,31 @@ impl Metrics {
             backup_last_bytes,
             backup_last_seconds,
             backup_failures,
+            tls_expiry,
+            tls_handshakes,
+            tls_renewal_failures,
+        }
+    }
+
+    /// The served TLS certificate changed.
+    pub fn tls_certificate(&self, info: &crate::tls::CertInfo) {
+        self.tls_expiry.set(info.not_after);
+    }
+
+    pub fn tls_handshake(&self, result: &'static str) {
+        self.tls_handshakes
+            .get_or_create(&HandshakeLabels { result })
+            .inc();
+    }
+
+    pub fn tls_renewal_failed(&self) {
+        self.tls_renewal_failures.inc();
+    }
+
+    /// The newest backup there is, found at start (so a restart does not hide a stale one).
+    pub fn backup_seen(&self, created_unix: i64) {
+        if self.backup_last_success.get() < created_unix {
+            self.backup_last_success.set(created_unix);
         }
     }
 

@@ -1,0 +1,214 @@
+//! Certificates on disk and in memory: reading PEM files into a rustls `CertifiedKey` with a
+//! clear reason when they are wrong, learning a certificate's names and expiry, generating
+//! self-signed certificates, and writing key material owner-only.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The current Unix time in seconds.
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// A certificate ready to serve, with what Cairn reports about it.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub key: Arc<CertifiedKey>,
+    pub info: CertInfo,
+}
+
+/// What the leaf certificate says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertInfo {
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// DNS names and IP addresses (as text) of its subject alternative names.
+    pub names: Vec<String>,
+    pub serial: String,
+    /// Whether the certificate is signed by its own key.
+    pub self_issued: bool,
+}
+
+impl CertInfo {
+    /// Whether it is due for renewal at `now`: within `before_secs` of expiry, or in the last
+    /// third of its lifetime, whichever comes first.
+    pub fn due(&self, now: i64, before_secs: i64) -> bool {
+        let lifetime = (self.not_after - self.not_before).max(0);
+        let margin = before_secs.min(lifetime / 3);
+        now >= self.not_after - margin
+    }
+
+    /// Whether it covers every one of `hosts` (case-insensitive; `*.example.com` covers one label).
+    pub fn covers(&self, hosts: &[String]) -> bool {
+        hosts.iter().all(|h| {
+            let h = h.to_ascii_lowercase();
+            self.names.iter().any(|n| {
+                let n = n.to_ascii_lowercase();
+                n == h
+                    || n.strip_prefix("*.").is_some_and(|suffix| {
+                        h.split_once('.').is_some_and(|(label, rest)| {
+                            !label.is_empty() && rest == suffix && h.parse::<IpAddr>().is_err()
+                        })
+                    })
+            })
+        })
+    }
+}
+
+/// Read a certificate chain and its private key from PEM files.
+pub fn load_files(cert_path: &Path, key_path: &Path) -> Result<Loaded, String> {
+    let cert_pem = std::fs::read(cert_path)
+        .map_err(|e| format!("cannot read the certificate {}: {e}", cert_path.display()))?;
+    let key_pem = std::fs::read(key_path)
+        .map_err(|e| format!("cannot read the private key {}: {e}", key_path.display()))?;
+    from_pem(&cert_pem, &key_pem).map_err(|e| {
+        format!(
+            "{e} (certificate {}, key {})",
+            cert_path.display(),
+            key_path.display()
+        )
+    })
+}
+
+/// Build a certificate to serve from PEM text: the chain (leaf first) and its key.
+pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Loaded, String> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the certificate file is not valid PEM: {e}"))?;
+    if chain.is_empty() {
+        return Err("the certificate file holds no CERTIFICATE block".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
+        format!("the key file holds no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}")
+    })?;
+    let info = inspect(&chain[0])?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("the private key cannot sign: {e}"))?;
+    let certified = CertifiedKey::new(chain, signer);
+    match certified.keys_match() {
+        Ok(()) => {}
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            return Err("the private key does not belong to the certificate".into())
+        }
+        // Unknown: the key type cannot tell; the handshake will.
+        Err(_) => {}
+    }
+    Ok(Loaded {
+        key: Arc::new(certified),
+        info,
+    })
+}
+
+/// Read names, validity and serial from a DER certificate.
+pub fn inspect(der: &CertificateDer<'_>) -> Result<CertInfo, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| format!("the certificate cannot be parsed: {e}"))?;
+    let validity = cert.validity();
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => names.push((*dns).to_owned()),
+                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
+                        _ => None,
+                    };
+                    if let Some(ip) = ip {
+                        names.push(ip.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(CertInfo {
+        not_before: validity.not_before.timestamp(),
+        not_after: validity.not_after.timestamp(),
+        names,
+        serial: cert.raw_serial_as_string(),
+        self_issued: cert.subject() == cert.issuer(),
+    })
+}
+
+/// The names a self-signed certificate carries: the configured ones plus the loopback names,
+/// so `https://localhost` works on the machine itself.
+pub fn self_signed_names(hosts: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for n in hosts
+        .iter()
+        .map(String::as_str)
+        .chain(["localhost", "127.0.0.1", "::1"])
+    {
+        let n = n.to_ascii_lowercase();
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names
+}
+
+/// Generate a self-signed certificate for `names`, valid from an hour ago for `days` days.
+/// Returns the certificate and key as PEM.
+pub fn generate_self_signed(names: &[String], days: u32) -> Result<(String, String), String> {
+    let mut params = rcgen::CertificateParams::new(names.to_vec())
+        .map_err(|e| format!("cannot make a certificate for {names:?}: {e}"))?;
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::OrganizationName, "Cairn");
+    dn.push(
+        rcgen::DnType::CommonName,
+        names.first().cloned().unwrap_or_else(|| "localhost".into()),
+    );
+    params.distinguished_name = dn;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(days));
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let key = rcgen::KeyPair::generate().map_err(|e| format!("cannot generate a key: {e}"))?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| format!("cannot sign the certificate: {e}"))?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Write `bytes` to `path` readable by the owner only, atomically (temporary file, then rename).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let tmp = temp_beside(path);
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn temp_beside(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
