@@ -121,6 +121,20 @@ start_redis() {
   log "Redis ready on 127.0.0.1:$redis_port"
 }
 
+# Debian's pebble (Let's Encrypt's test CA) and pebble-challtestsrv: the TLS tests start
+# their own instances, so only the binaries are needed.
+install_pebble() {
+  command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing pebble from Debian"
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pebble >&2
+  else
+    log "pebble is not installed and cannot be installed here (needs root and apt-get)"
+    return 1
+  fi
+}
+
 stop_redis() {
   if [ -f "$dir/redis/redis.pid" ]; then
     kill "$(cat "$dir/redis/redis.pid")" 2>/dev/null || true
@@ -227,6 +241,7 @@ case "${1:-}" in
     mkdir -p "$dir"
     start_postgres
     start_redis
+    install_pebble
     start_s3
     install_model
     start_llm

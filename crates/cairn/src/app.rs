@@ -208,46 +208,46 @@ impl Application {
         let workers = crate::documents::worker::spawn(&state, state.config.ingest.workers);
         let make_service = router.into_make_service_with_connect_info::<SocketAddr>();
         let mut tls_tasks = Vec::new();
-        let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
-            match tls {
-                Some(tls) => {
-                    use axum::serve::ListenerExt;
-                    use std::future::IntoFuture;
-                    tls_tasks.push(tls.spawn_upkeep(&state.config, state.metrics.clone()));
-                    if let Some(plain) = redirect {
-                        let https_port = listener.local_addr()?.port();
-                        let redirect = crate::tls::redirect::router(
-                            tls.http01.clone(),
-                            state.config.public_url.as_ref(),
-                            https_port,
-                        );
-                        tracing::info!(
-                            addr = %plain.local_addr()?,
-                            "plain HTTP answers only with redirects to HTTPS (and ACME challenges)"
-                        );
-                        tls_tasks.push(tokio::spawn(async move {
-                            if let Err(e) = axum::serve(plain, redirect).await {
-                                tracing::error!(error = %e, "the redirect listener stopped");
-                            }
-                        }));
-                    }
-                    let listener = crate::tls::TlsListener::new(listener, &tls, state.metrics.clone())?
-                        .tap_io(|_| {});
-                    Box::pin(
-                        axum::serve(listener, make_service)
-                            .with_graceful_shutdown(signal)
-                            .into_future(),
-                    )
+        let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls
+        {
+            Some(tls) => {
+                use axum::serve::ListenerExt;
+                use std::future::IntoFuture;
+                tls_tasks.push(tls.spawn_upkeep(&state.config, state.metrics.clone()));
+                if let Some(plain) = redirect {
+                    let https_port = listener.local_addr()?.port();
+                    let redirect = crate::tls::redirect::router(
+                        tls.http01.clone(),
+                        state.config.public_url.as_ref(),
+                        https_port,
+                    );
+                    tracing::info!(
+                        addr = %plain.local_addr()?,
+                        "plain HTTP answers only with redirects to HTTPS (and ACME challenges)"
+                    );
+                    tls_tasks.push(tokio::spawn(async move {
+                        if let Err(e) = axum::serve(plain, redirect).await {
+                            tracing::error!(error = %e, "the redirect listener stopped");
+                        }
+                    }));
                 }
-                None => {
-                    use std::future::IntoFuture;
-                    Box::pin(
-                        axum::serve(listener, make_service)
-                            .with_graceful_shutdown(signal)
-                            .into_future(),
-                    )
-                }
-            };
+                let listener = crate::tls::TlsListener::new(listener, &tls, state.metrics.clone())?
+                    .tap_io(|_| {});
+                Box::pin(
+                    axum::serve(listener, make_service)
+                        .with_graceful_shutdown(signal)
+                        .into_future(),
+                )
+            }
+            None => {
+                use std::future::IntoFuture;
+                Box::pin(
+                    axum::serve(listener, make_service)
+                        .with_graceful_shutdown(signal)
+                        .into_future(),
+                )
+            }
+        };
         let deadline = async move {
             if started_rx.await.is_ok() {
                 tokio::time::sleep(grace).await;

@@ -293,18 +293,51 @@ pub async fn examine(config: &Config) -> Vec<Finding> {
                 out.push(bad(Level::Warn, "tls", "public_url is plain http", "set tls.mode, or serve Cairn over HTTPS through a reverse proxy (docs/operations.md#tls)"));
             }
         }
-        Err(e) => out.push(bad(Level::Fail, "tls certificate", e, "fix tls.cert_file / tls.key_file (PEM chain, leaf first, and its key)")),
-        Ok(None) => out.push(bad(Level::Warn, "tls certificate", "none yet", "it is generated (self-signed) or obtained (acme) when the server starts")),
+        Err(e) => out.push(bad(
+            Level::Fail,
+            "tls certificate",
+            e,
+            "fix tls.cert_file / tls.key_file (PEM chain, leaf first, and its key)",
+        )),
+        Ok(None) => out.push(bad(
+            Level::Warn,
+            "tls certificate",
+            "none yet",
+            "it is generated (self-signed) or obtained (acme) when the server starts",
+        )),
         Ok(Some(info)) => {
             let days = (info.not_after - crate::tls::certs::now()) as f64 / 86_400.0;
-            let text = format!("{} for {}, expires in {days:.0} days", info.serial.chars().take(16).collect::<String>(), info.names.join(", "));
-            let missing: Vec<String> = config.tls_hosts().into_iter().filter(|h| !info.covers(std::slice::from_ref(h))).collect();
+            let text = format!(
+                "{} for {}, expires in {days:.0} days",
+                info.serial.chars().take(16).collect::<String>(),
+                info.names.join(", ")
+            );
+            let missing: Vec<String> = config
+                .tls_hosts()
+                .into_iter()
+                .filter(|h| !info.covers(std::slice::from_ref(h)))
+                .collect();
             if days <= 0.0 {
-                out.push(bad(Level::Fail, "tls certificate", format!("expired: {text}"), "renew it (files), or start the server so it renews (self-signed, acme)"));
+                out.push(bad(
+                    Level::Fail,
+                    "tls certificate",
+                    format!("expired: {text}"),
+                    "renew it (files), or start the server so it renews (self-signed, acme)",
+                ));
             } else if !missing.is_empty() {
-                out.push(bad(Level::Warn, "tls certificate", format!("does not cover {}: {text}", missing.join(", ")), "issue one for every name in tls.hosts / public_url"));
+                out.push(bad(
+                    Level::Warn,
+                    "tls certificate",
+                    format!("does not cover {}: {text}", missing.join(", ")),
+                    "issue one for every name in tls.hosts / public_url",
+                ));
             } else if days < 14.0 {
-                out.push(bad(Level::Warn, "tls certificate", text, "renew it soon; acme and self-signed renew by themselves while the server runs"));
+                out.push(bad(
+                    Level::Warn,
+                    "tls certificate",
+                    text,
+                    "renew it soon; acme and self-signed renew by themselves while the server runs",
+                ));
             } else {
                 out.push(ok("tls certificate", text));
             }

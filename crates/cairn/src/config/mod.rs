@@ -728,7 +728,10 @@ impl Config {
             return self.tls.hosts.clone();
         }
         match self.public_url.as_ref().and_then(|u| u.host_str()) {
-            Some(host) => vec![host.trim_start_matches('[').trim_end_matches(']').to_owned()],
+            Some(host) => vec![host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned()],
             None => Vec::new(),
         }
     }
@@ -936,7 +939,10 @@ impl Parser<'_> {
             "http-01" => AcmeChallenge::Http01,
             _ => AcmeChallenge::TlsAlpn01,
         };
-        if mode == TlsMode::Acme && acme_challenge == AcmeChallenge::Http01 && redirect_listen.is_none() {
+        if mode == TlsMode::Acme
+            && acme_challenge == AcmeChallenge::Http01
+            && redirect_listen.is_none()
+        {
             self.fail(
                 "tls.acme_challenge",
                 "`http-01` is answered on the plain-HTTP listener: set `tls.redirect_listen` (e.g. 0.0.0.0:80), or use `tls-alpn-01`".into(),
@@ -957,7 +963,9 @@ impl Parser<'_> {
             if !valid {
                 self.fail(
                     "tls.hosts",
-                    format!("`{host}` is neither a host name like cairn.example.com nor an IP address"),
+                    format!(
+                        "`{host}` is neither a host name like cairn.example.com nor an IP address"
+                    ),
                 );
             }
         }

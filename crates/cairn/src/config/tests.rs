@@ -354,3 +354,57 @@ fn every_setting_has_a_unique_key_and_variable() {
         assert!(!s.help.is_empty());
     }
 }
+
+#[test]
+fn tls_settings_that_cannot_work_are_refused_and_tls_satisfies_production() {
+    let errors = |flags: &[(&str, &str)]| {
+        let mut all = vec![("data_dir", "/nonexistent/x")];
+        all.extend_from_slice(flags);
+        Config::load(&inputs(&[], None, &all))
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(errors(&[("tls.mode", "files")]).contains("needs both `tls.cert_file`"));
+    assert!(
+        errors(&[("tls.mode", "acme"), ("tls.acme_challenge", "http-01")])
+            .contains("set `tls.redirect_listen`")
+    );
+    assert!(errors(&[("tls.redirect_listen", "0.0.0.0:80")]).contains("it needs `tls.mode`"));
+    assert!(errors(&[
+        ("tls.mode", "self-signed"),
+        ("tls.redirect_listen", "port 80")
+    ])
+    .contains("expected an address"));
+    assert!(errors(&[("tls.hosts", "ok.example.com, bad_name, -x.com")]).contains("`bad_name`"));
+    assert!(errors(&[
+        ("tls.mode", "self-signed"),
+        ("tls.hosts", "cairn.example.com, 10.0.0.1")
+    ])
+    .is_empty());
+
+    // An https public URL with Cairn terminating TLS needs no trusted proxy, and gets HSTS.
+    let c = Config::load(&inputs(
+        &[],
+        None,
+        &[
+            ("data_dir", "/nonexistent/x"),
+            ("public_url", "https://cairn.example.com"),
+            ("tls.mode", "acme"),
+            ("tls.hsts_max_age_secs", "600"),
+        ],
+    ))
+    .unwrap();
+    assert!(!production::problems(&c)
+        .iter()
+        .any(|p| p.check == "plain_http"));
+    assert_eq!(c.tls_hosts(), vec!["cairn.example.com".to_owned()]);
+    let hsts = crate::http::security_headers(&c)
+        .into_iter()
+        .find(|(k, _)| k == "strict-transport-security")
+        .map(|(_, v)| v);
+    assert_eq!(hsts.unwrap(), "max-age=600; includeSubDomains");
+}

@@ -58,7 +58,10 @@ pub fn security_headers(config: &Config) -> Vec<(HeaderName, HeaderValue)> {
         ),
     ];
     if config.served_over_https() && config.tls.hsts_max_age_secs > 0 {
-        let value = format!("max-age={}; includeSubDomains", config.tls.hsts_max_age_secs);
+        let value = format!(
+            "max-age={}; includeSubDomains",
+            config.tls.hsts_max_age_secs
+        );
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.push((header::STRICT_TRANSPORT_SECURITY, value));
         }

@@ -56,7 +56,12 @@ pub fn backoff(failures: u32) -> Duration {
 
 /// Obtain a certificate when none (or only the provisional one) is served, when the names
 /// changed, or when it is due for renewal; then sleep until it is due again.
-pub async fn upkeep(config: &Config, resolver: &Resolver, http01: &Http01Tokens, metrics: &Metrics) {
+pub async fn upkeep(
+    config: &Config,
+    resolver: &Resolver,
+    http01: &Http01Tokens,
+    metrics: &Metrics,
+) {
     let hosts = config.tls_hosts();
     let margin = i64::from(config.tls.renew_before_days) * 86_400;
     let mut failures = 0u32;
@@ -102,12 +107,8 @@ pub async fn upkeep(config: &Config, resolver: &Resolver, http01: &Http01Tokens,
 
 async fn account(config: &Config, dir: &Path) -> Result<Account, String> {
     let builder = || match &config.tls.acme_ca_root {
-        Some(root) => Account::builder_with_root(root).map_err(|e| {
-            format!(
-                "cannot use `tls.acme_ca_root` {}: {e}",
-                root.display()
-            )
-        }),
+        Some(root) => Account::builder_with_root(root)
+            .map_err(|e| format!("cannot use `tls.acme_ca_root` {}: {e}", root.display())),
         None => Account::builder().map_err(|e| e.to_string()),
     };
     let path = dir.join("account.json");
@@ -120,11 +121,17 @@ async fn account(config: &Config, dir: &Path) -> Result<Account, String> {
                     .await
                     .map_err(|e| format!("cannot reach the ACME directory {directory}: {e}"));
             }
-            Ok(_) => tracing::info!(directory = %directory, "new ACME directory: registering a new account"),
+            Ok(_) => {
+                tracing::info!(directory = %directory, "new ACME directory: registering a new account")
+            }
             Err(e) => tracing::warn!(error = %e, "replacing an unreadable ACME account file"),
         }
     }
-    let contact = config.tls.acme_email.as_ref().map(|e| format!("mailto:{e}"));
+    let contact = config
+        .tls
+        .acme_email
+        .as_ref()
+        .map(|e| format!("mailto:{e}"));
     let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
     let (account, credentials) = builder()?
         .create(
@@ -252,9 +259,7 @@ async fn finish(
     let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
     let mut params = rcgen::CertificateParams::new(hosts.to_vec()).map_err(|e| e.to_string())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    let csr = params
-        .serialize_request(&key)
-        .map_err(|e| e.to_string())?;
+    let csr = params.serialize_request(&key).map_err(|e| e.to_string())?;
     order
         .finalize_csr(csr.der())
         .await
@@ -286,7 +291,8 @@ mod tests {
         assert_eq!(backoff(1), Duration::from_secs(60));
         assert_eq!(backoff(2), Duration::from_secs(120));
         assert_eq!(backoff(5), Duration::from_secs(960));
-        assert_eq!(backoff(9), LONGEST_RETRY);
+        assert_eq!(backoff(9), Duration::from_secs(15_360));
+        assert_eq!(backoff(10), LONGEST_RETRY);
         assert_eq!(backoff(u32::MAX), LONGEST_RETRY);
     }
 }

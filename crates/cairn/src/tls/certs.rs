@@ -39,8 +39,8 @@ pub struct CertInfo {
 }
 
 impl CertInfo {
-    /// Whether it is due for renewal at `now`: within `before_secs` of expiry, or in the last
-    /// third of its lifetime, whichever comes first.
+    /// Whether it is due for renewal at `now`: within `before_secs` of expiry, but never before
+    /// the last third of its lifetime (so a short-lived certificate is not renewed forever).
     pub fn due(&self, now: i64, before_secs: i64) -> bool {
         let lifetime = (self.not_after - self.not_before).max(0);
         let margin = before_secs.min(lifetime / 3);
@@ -211,4 +211,75 @@ fn temp_beside(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(not_before: i64, not_after: i64, names: &[&str]) -> CertInfo {
+        CertInfo {
+            not_before,
+            not_after,
+            names: names.iter().map(|n| n.to_string()).collect(),
+            serial: String::new(),
+            self_issued: false,
+        }
+    }
+
+    #[test]
+    fn renewal_is_due_within_the_margin_but_never_before_the_last_third() {
+        let day = 86_400;
+        let ninety = info(0, 90 * day, &[]);
+        assert!(!ninety.due(59 * day, 30 * day));
+        assert!(ninety.due(60 * day, 30 * day));
+        // A week-long certificate with a 30-day margin is renewed after two thirds, not at once.
+        let week = info(0, 7 * day, &[]);
+        assert!(!week.due(4 * day, 30 * day));
+        assert!(week.due(5 * day, 30 * day));
+    }
+
+    #[test]
+    fn names_are_covered_exactly_or_by_a_one_label_wildcard() {
+        let c = info(
+            0,
+            1,
+            &["cairn.example.com", "*.apps.example.com", "10.0.0.1"],
+        );
+        assert!(c.covers(&["CAIRN.example.com".into(), "10.0.0.1".into()]));
+        assert!(c.covers(&["x.apps.example.com".into()]));
+        assert!(!c.covers(&["a.b.apps.example.com".into()]));
+        assert!(!c.covers(&["apps.example.com".into()]));
+        assert!(!c.covers(&["other.example.com".into()]));
+    }
+
+    #[test]
+    fn generated_certificates_load_with_their_names_and_keys_must_match() {
+        let names = self_signed_names(&["cairn.test".into(), "10.9.8.7".into()]);
+        assert_eq!(
+            names,
+            ["cairn.test", "10.9.8.7", "localhost", "127.0.0.1", "::1"]
+        );
+        let (cert, key) = generate_self_signed(&names, 30).unwrap();
+        let loaded = from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+        assert_eq!(loaded.info.names, names);
+        assert!(loaded.info.self_issued);
+        let (_, other_key) = generate_self_signed(&names, 30).unwrap();
+        let e = from_pem(cert.as_bytes(), other_key.as_bytes()).unwrap_err();
+        assert!(e.contains("does not belong"), "{e}");
+        assert!(from_pem(b"", key.as_bytes())
+            .unwrap_err()
+            .contains("no CERTIFICATE"));
+    }
+
+    #[test]
+    fn private_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("key.pem");
+        write_private(&path, b"secret").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read(&path).unwrap(), b"secret");
+    }
 }

@@ -177,13 +177,15 @@ impl Tls {
                     ));
                 }
                 match acme::load_cached(&acme_dir(&config.data_dir)) {
-                    Some(loaded) if loaded.info.covers(&hosts) && loaded.info.not_after > certs::now() => {
+                    Some(loaded)
+                        if loaded.info.covers(&hosts) && loaded.info.not_after > certs::now() =>
+                    {
                         resolver.set(loaded, false);
                     }
                     _ => {
                         let names = certs::self_signed_names(&hosts);
-                        let (cert, key) = certs::generate_self_signed(&names, 7)
-                            .map_err(TlsError::Setup)?;
+                        let (cert, key) =
+                            certs::generate_self_signed(&names, 7).map_err(TlsError::Setup)?;
                         let loaded = certs::from_pem(cert.as_bytes(), key.as_bytes())
                             .map_err(TlsError::Setup)?;
                         tracing::warn!(
@@ -248,7 +250,6 @@ fn file_paths(config: &Config) -> Result<(&Path, &Path), TlsError> {
     }
 }
 
-
 fn renew_margin(config: &Config) -> i64 {
     i64::from(config.tls.renew_before_days) * 86_400
 }
@@ -256,7 +257,10 @@ fn renew_margin(config: &Config) -> i64 {
 fn warn_if_expiring(info: &CertInfo, source: &str) {
     let left = info.not_after - certs::now();
     if left <= 0 {
-        tracing::error!(source, "the TLS certificate has expired: browsers will refuse it");
+        tracing::error!(
+            source,
+            "the TLS certificate has expired: browsers will refuse it"
+        );
     } else if left < 14 * 86_400 {
         tracing::warn!(
             source,
@@ -273,7 +277,9 @@ fn ensure_self_signed(config: &Config, at: i64) -> Result<certs::Loaded, TlsErro
     let names = certs::self_signed_names(&config.tls_hosts());
     if cert_path.exists() {
         match certs::load_files(&cert_path, &key_path) {
-            Ok(loaded) if loaded.info.covers(&names) && !loaded.info.due(at, renew_margin(config)) => {
+            Ok(loaded)
+                if loaded.info.covers(&names) && !loaded.info.due(at, renew_margin(config)) =>
+            {
                 return Ok(loaded)
             }
             Ok(_) => tracing::info!("renewing the self-signed certificate"),
@@ -340,14 +346,13 @@ async fn files_upkeep(config: &Config, resolver: &Resolver, metrics: &Metrics) {
     };
     let (cert, key) = (cert.to_owned(), key.to_owned());
     let mut seen = (stamp(&cert), stamp(&key));
-    let mut hangup =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; certificate files are still checked for changes");
-                None
-            }
-        };
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; certificate files are still checked for changes");
+            None
+        }
+    };
     let mut tick = tokio::time::interval(config.tls.reload_check);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

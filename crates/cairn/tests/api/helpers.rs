@@ -131,11 +131,18 @@ pub struct TestAppBuilder {
     backend: Backend,
     settings: Vec<(String, String)>,
     data_dir: Option<PathBuf>,
+    listener: Option<TcpListener>,
 }
 
 impl TestAppBuilder {
     pub fn set(mut self, key: &str, value: &str) -> Self {
         self.settings.push((key.into(), value.into()));
+        self
+    }
+
+    /// Serve on this listener instead of a fresh `127.0.0.1:0` one.
+    pub fn listener(mut self, listener: TcpListener) -> Self {
+        self.listener = Some(listener);
         self
     }
 
@@ -201,9 +208,13 @@ impl TestAppBuilder {
 
     pub async fn try_spawn(mut self) -> Result<TestApp, cairn::app::StartError> {
         let (config, tmp) = self.config().await.expect("test configuration is valid");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = match self.listener.take() {
+            Some(l) => l,
+            None => TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
         let app = Application::build_with_listener(config, listener, Some(probe_routes())).await?;
         let addr = app.local_addr().unwrap();
+        let redirect_addr = app.redirect_addr();
         let state = app.state().clone();
         let data_dir = state.config.data_dir.clone();
         let (tx, rx) = oneshot::channel::<()>();
@@ -212,6 +223,7 @@ impl TestAppBuilder {
         }));
         Ok(TestApp {
             addr,
+            redirect_addr,
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -234,6 +246,8 @@ impl TestAppBuilder {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The plain-HTTP redirect listener (`tls.redirect_listen`), when there is one.
+    pub redirect_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     pub state: AppState,
     pub data_dir: PathBuf,
@@ -248,6 +262,7 @@ impl TestApp {
             backend,
             settings: Vec::new(),
             data_dir: None,
+            listener: None,
         }
     }
 

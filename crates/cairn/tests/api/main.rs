@@ -22,5 +22,6 @@ mod rate_limits;
 mod replicas;
 mod search;
 mod startup;
+mod tls;
 mod totp;
 mod workspace;
