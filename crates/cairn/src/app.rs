@@ -208,6 +208,18 @@ impl Application {
         let workers = crate::documents::worker::spawn(&state, state.config.ingest.workers);
         let make_service = router.into_make_service_with_connect_info::<SocketAddr>();
         let mut tls_tasks = Vec::new();
+        // SIGHUP reloads certificate files (`tls.mode = files`); otherwise it must not stop
+        // the server (`systemctl reload` sends it), so it is only logged.
+        if state.config.tls.mode != crate::config::TlsMode::Files {
+            tls_tasks.push(tokio::spawn(async {
+                use tokio::signal::unix::{signal, SignalKind};
+                if let Ok(mut hangup) = signal(SignalKind::hangup()) {
+                    while hangup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: nothing to reload (only `tls.mode = files` reloads certificates; settings need a restart)");
+                    }
+                }
+            }));
+        }
         let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls
         {
             Some(tls) => {

@@ -107,7 +107,7 @@ pub struct BackupInfo {
 }
 
 impl BackupInfo {
-    fn created(&self) -> DateTime<Utc> {
+    pub fn created(&self) -> DateTime<Utc> {
         self.header
             .as_ref()
             .and_then(|h| DateTime::parse_from_rfc3339(&h.created_at).ok())

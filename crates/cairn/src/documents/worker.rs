@@ -297,6 +297,19 @@ pub const MAINTENANCE_JOB: &str = "maintenance.run";
 pub fn spawn_scheduler(state: &AppState) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
+        // The newest backup there is, so a restart does not reset its age to "none".
+        if let Ok(destination) = crate::backup::Destination::from_config(&state.config) {
+            if let Ok(backups) = destination.list().await {
+                let newest = backups
+                    .iter()
+                    .filter(|b| b.problem.is_none())
+                    .map(|b| b.created().timestamp())
+                    .max();
+                if let Some(newest) = newest {
+                    state.metrics.backup_seen(newest);
+                }
+            }
+        }
         let mut tick = tokio::time::interval(SCHEDULER_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Queueing takes the write lock: only when a slot begins (or at start).

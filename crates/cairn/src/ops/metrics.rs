@@ -220,7 +220,7 @@ impl Metrics {
         let backup_last_success = Gauge::default();
         registry.register(
             "backup_last_success_timestamp_seconds",
-            "When this process last finished a backup (Unix time; 0: not yet)",
+            "When the newest backup was made (Unix time; read from the destination at start, then set by each backup this process makes; 0: none)",
             backup_last_success.clone(),
         );
         let backup_last_bytes = Gauge::default();
