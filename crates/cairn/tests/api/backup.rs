@@ -663,3 +663,150 @@ fn doctor_reports_findings_with_fixes() {
         "the password leaked: {stdout}"
     );
 }
+
+/// Files and backups both in S3 (moto): a backup made through the API lands under the prefix as
+/// one complete object, and restores on a fresh machine that has only the data key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_to_s3_restore_on_a_fresh_machine() {
+    let Some(s3) = s3_url() else { return };
+    let http = reqwest::Client::new();
+    let files = format!("cairn-files-{}", uuid::Uuid::now_v7().simple());
+    let vault = format!("cairn-backups-{}", uuid::Uuid::now_v7().simple());
+    for bucket in [&files, &vault] {
+        let resp = http.put(format!("{s3}/{bucket}")).send().await.unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+    }
+    let s3_settings = |b: crate::helpers::TestAppBuilder| {
+        b.set("storage.backend", "s3")
+            .set("storage.s3_bucket", &files)
+            .set("storage.s3_endpoint", &s3)
+            .set("storage.s3_allow_http", "true")
+            .set("storage.s3_access_key_id", "cairn-test")
+            .set(
+                "storage.s3_secret_access_key",
+                "cairn-test-secret-key-0123456789",
+            )
+            .set("backup.destination", "s3")
+            .set("backup.s3_bucket", &vault)
+            .set("backup.s3_prefix", "nightly/")
+    };
+    let original = tempfile::tempdir().unwrap();
+    let data_dir = original.path().join("data");
+    let app = s3_settings(TestApp::builder(Backend::Sqlite).data_dir(&data_dir))
+        .spawn()
+        .await;
+    let owner = app.create_owner().await;
+    let coll = new_collection(&app, &owner, "Handbook").await;
+    let body = HANDBOOK.repeat(50).into_bytes();
+    let resp = upload(&app, &owner, &coll, "handbook.md", body.clone()).await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(settled(&app, &owner, &id).await["status"], "ready");
+
+    let resp = app
+        .call(Method::POST, "/api/admin/backups", &owner, None)
+        .await;
+    assert_eq!(resp.status(), 202);
+    let job: Value = resp.json().await.unwrap();
+    let job = wait_for_job(&app, &owner, job["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let listing: Value = app
+        .get_as("/api/admin/backups", &owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listing["destination"],
+        format!("S3 bucket {vault}"),
+        "{listing}"
+    );
+    let items = listing["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listing}");
+    let name = items[0]["name"].as_str().unwrap().to_owned();
+    // One complete object under the prefix, and nothing else in the bucket.
+    let keys = http
+        .get(format!("{s3}/{vault}?list-type=2"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(keys.matches("<Key>").count(), 1, "{keys}");
+    assert!(
+        keys.contains(&format!("<Key>nightly/{name}</Key>")),
+        "{keys}"
+    );
+    let object = http
+        .get(format!("{s3}/{vault}/nightly/{name}"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(object.starts_with(b"CAIRNBACKUP1"));
+    let downloaded = app
+        .get_as(&format!("/api/admin/backups/{name}"), &owner)
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert!(downloaded[..] == object[..]);
+    let key = *app.state.keys.data_key;
+    app.stop().await.unwrap();
+
+    // A fresh machine with only the secrets, the same buckets, and an empty file bucket: the
+    // restore brings the files back into it.
+    let emptied = format!("cairn-files-{}", uuid::Uuid::now_v7().simple());
+    let resp = http.put(format!("{s3}/{emptied}")).send().await.unwrap();
+    assert!(resp.status().is_success());
+    let fresh = tempfile::tempdir().unwrap();
+    let fresh_dir = fresh.path().join("data");
+    copy_dir(&data_dir.join("secrets"), &fresh_dir.join("secrets"));
+    let mut builder = s3_settings(TestApp::builder(Backend::Sqlite).data_dir(&fresh_dir))
+        .set("storage.s3_bucket", &emptied);
+    let (config_b, _) = builder.config().await.unwrap();
+    cairn::datadir::prepare(&fresh_dir).unwrap();
+    let manifest = backup::verify(&config_b, &key, &name).await.unwrap();
+    assert_eq!(manifest.blobs, 1);
+    let db_b = cairn::app::connect_db(&config_b).await.unwrap();
+    let blobs_b = cairn::blobs::BlobStore::from_config(&config_b).unwrap();
+    let restored = backup::restore(&config_b, &db_b, &blobs_b, &key, &name, false)
+        .await
+        .unwrap();
+    assert_eq!(restored.blobs, 1);
+    db_b.close().await;
+    let app_b = s3_settings(TestApp::builder(Backend::Sqlite).data_dir(&fresh_dir))
+        .set("storage.s3_bucket", &emptied)
+        .spawn()
+        .await;
+    let resp = app_b.sign_in(OWNER_EMAIL, PASSWORD).await;
+    assert_eq!(resp.status(), 200);
+    let owner_b = Session::from_body(&resp.json::<Value>().await.unwrap());
+    let back = app_b
+        .get_as(&format!("/api/documents/{id}/content"), &owner_b)
+        .await;
+    assert_eq!(back.status(), 200);
+    assert!(back.bytes().await.unwrap()[..] == body[..]);
+    // The restarted server knows how old the newest backup is.
+    let metrics = app_b.get("/metrics").await.text().await.unwrap();
+    let created = items[0]["header"]["created_at"].as_str().unwrap();
+    let created = chrono::DateTime::parse_from_rfc3339(created)
+        .unwrap()
+        .timestamp();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut metrics = metrics;
+    while !metrics.contains(&format!(
+        "cairn_backup_last_success_timestamp_seconds {created}"
+    )) {
+        assert!(Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        metrics = app_b.get("/metrics").await.text().await.unwrap();
+    }
+    app_b.stop().await.unwrap();
+}
