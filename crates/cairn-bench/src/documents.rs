@@ -16,7 +16,7 @@ use crate::server::Server;
 
 const BOUNDARY: &str = "cairn-bench-boundary-7d1f";
 
-fn sign_in(addr: SocketAddr) -> anyhow::Result<String> {
+pub(crate) fn sign_in(addr: SocketAddr) -> anyhow::Result<String> {
     let body = request(
         addr,
         &load::post_json(
@@ -28,7 +28,11 @@ fn sign_in(addr: SocketAddr) -> anyhow::Result<String> {
     Ok(v["access_token"].as_str().context("no token")?.to_owned())
 }
 
-fn get_json(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<serde_json::Value> {
+pub(crate) fn get_json(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+) -> anyhow::Result<serde_json::Value> {
     let body = request(
         addr,
         &load::get(
@@ -39,7 +43,7 @@ fn get_json(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<serde_j
     serde_json::from_str(&body).with_context(|| body.clone())
 }
 
-fn post_json(
+pub(crate) fn post_json(
     addr: SocketAddr,
     path: &str,
     token: &str,
@@ -54,7 +58,7 @@ fn post_json(
 }
 
 /// Upload `size` bytes produced by `fill` as one streamed multipart request; the response.
-fn upload(
+pub(crate) fn upload(
     addr: SocketAddr,
     token: &str,
     collection: &str,
@@ -88,7 +92,7 @@ fn upload(
 }
 
 /// Markdown of about `size` bytes: sections of varied sentences.
-fn markdown(seed: usize, size: usize) -> Vec<u8> {
+pub(crate) fn markdown(seed: usize, size: usize) -> Vec<u8> {
     let words = [
         "granite", "trail", "ridge", "cairn", "weather", "compass", "valley", "summit", "river",
         "bridge", "forest", "marker", "north", "south", "season", "snow", "path", "stone",
@@ -114,7 +118,7 @@ fn markdown(seed: usize, size: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn wait_ready(addr: SocketAddr, token: &str, ids: &[String]) -> anyhow::Result<()> {
+pub(crate) fn wait_ready(addr: SocketAddr, token: &str, ids: &[String]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
     for id in ids {
         loop {

@@ -1,12 +1,65 @@
-//! A small HTTP/1.1 keep-alive load generator: N connections, each sending one GET at a time
-//! for a fixed duration, recording every latency. Lean on purpose: on a 2-core machine it shares
-//! the CPU with the server it measures.
+//! A small HTTP/1.1 load generator: N connections, each sending one request at a time for a
+//! fixed duration, recording every latency. Over plain TCP or TLS, keeping connections alive or
+//! opening a new one (a full handshake) for every request. Lean on purpose: on a 2-core machine
+//! it shares the CPU with the server it measures.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// How requests reach the server.
+#[derive(Clone)]
+pub struct Transport {
+    /// `None`: plain HTTP.
+    pub tls: Option<tokio_rustls::TlsConnector>,
+    /// Open a new connection for each request (measures connection set-up, TLS handshakes).
+    pub connection_per_request: bool,
+}
+
+impl Transport {
+    pub fn plain() -> Transport {
+        Transport {
+            tls: None,
+            connection_per_request: false,
+        }
+    }
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+async fn connect(addr: SocketAddr, transport: &Transport) -> std::io::Result<Box<dyn Stream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let _ = tcp.set_nodelay(true);
+    match &transport.tls {
+        None => Ok(Box::new(tcp)),
+        Some(connector) => {
+            let name = rustls::pki_types::ServerName::try_from("localhost")
+                .map_err(std::io::Error::other)?;
+            Ok(Box::new(connector.connect(name, tcp).await?))
+        }
+    }
+}
+
+/// A TLS client that trusts `root_pem` and never resumes a session (each handshake is full).
+pub fn tls_connector(root_pem: &[u8]) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(root_pem) {
+        roots.add(cert?)?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
 
 pub struct LoadResult {
     pub requests: u64,
@@ -48,21 +101,27 @@ pub fn post_json(path: &str, body: &str) -> Vec<u8> {
 
 async fn connection(
     addr: SocketAddr,
-    request: std::sync::Arc<Vec<u8>>,
+    request: Arc<Vec<u8>>,
     until: Instant,
+    transport: Transport,
 ) -> (Vec<u32>, u64) {
     let mut latencies = Vec::with_capacity(1 << 16);
     let mut errors = 0;
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     'reconnect: while Instant::now() < until {
-        let Ok(mut stream) = TcpStream::connect(addr).await else {
+        // With a connection per request, the latency includes connecting (and the handshake).
+        let opened = Instant::now();
+        let Ok(mut stream) = connect(addr, &transport).await else {
             errors += 1;
             continue;
         };
-        let _ = stream.set_nodelay(true);
         while Instant::now() < until {
-            let sent = Instant::now();
+            let sent = if transport.connection_per_request {
+                opened
+            } else {
+                Instant::now()
+            };
             if stream.write_all(&request[..]).await.is_err() {
                 errors += 1;
                 continue 'reconnect;
@@ -85,6 +144,10 @@ async fn connection(
                 }
             }
             latencies.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+            if transport.connection_per_request {
+                let _ = stream.shutdown().await;
+                continue 'reconnect;
+            }
         }
     }
     (latencies, errors)
@@ -96,11 +159,21 @@ pub async fn run(
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<LoadResult> {
+    run_over(addr, request, connections, duration, Transport::plain()).await
+}
+
+pub async fn run_over(
+    addr: SocketAddr,
+    request: Vec<u8>,
+    connections: usize,
+    duration: Duration,
+    transport: Transport,
+) -> anyhow::Result<LoadResult> {
     let started = Instant::now();
     let until = started + duration;
-    let request = std::sync::Arc::new(request);
+    let request = Arc::new(request);
     let tasks: Vec<_> = (0..connections)
-        .map(|_| tokio::spawn(connection(addr, request.clone(), until)))
+        .map(|_| tokio::spawn(connection(addr, request.clone(), until, transport.clone())))
         .collect();
     let mut all = Vec::new();
     let mut errors = 0;

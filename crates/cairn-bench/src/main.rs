@@ -9,6 +9,7 @@ mod accounts;
 mod chat;
 mod documents;
 mod load;
+mod ops;
 mod search;
 mod server;
 
@@ -40,9 +41,15 @@ struct Args {
     /// Cold starts to time (the median is reported).
     #[arg(long, default_value_t = 15)]
     starts: usize,
-    /// Which measurements: chassis, accounts, documents, search, chat, or all.
+    /// Which measurements: chassis, accounts, documents, search, chat, ops, or all.
     #[arg(long, default_value = "all")]
     only: String,
+    /// Ops: the database size of the workspace to back up, in MB.
+    #[arg(long, default_value_t = 1000)]
+    backup_db_mb: u64,
+    /// Ops: the stored files of the workspace to back up, in MB.
+    #[arg(long, default_value_t = 5000)]
+    backup_blob_mb: u64,
 }
 
 fn default_binary() -> PathBuf {
@@ -72,6 +79,22 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
+    if args.only == "ops" || args.only == "all" {
+        ops::run(
+            &runtime,
+            &binary,
+            &args.json,
+            &ops::BackupSize {
+                db_mb: args.backup_db_mb,
+                blob_mb: args.backup_blob_mb,
+            },
+            Duration::from_secs(args.duration_secs.min(10)),
+            args.connections,
+        )?;
+        if args.only == "ops" {
+            return Ok(());
+        }
+    }
     if args.only == "chat" || args.only == "all" {
         chat::run(&runtime, &binary, &args.json)?;
         if args.only == "chat" {

@@ -45,8 +45,65 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// One blocking `GET /api/health` over TLS, trusting the server's self-signed certificate once
+/// it is written; true on 200.
+fn healthy_tls(addr: SocketAddr, cert: &Path) -> bool {
+    use rustls::pki_types::pem::PemObject;
+    let Ok(pem) = std::fs::read(cert) else {
+        return false;
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem).flatten() {
+        let _ = roots.add(c);
+    }
+    let Ok(builder) = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions() else {
+        return false;
+    };
+    let config = builder.with_root_certificates(roots).with_no_client_auth();
+    let Ok(name) = rustls::pki_types::ServerName::try_from("localhost") else {
+        return false;
+    };
+    let Ok(conn) = rustls::ClientConnection::new(std::sync::Arc::new(config), name) else {
+        return false;
+    };
+    let Ok(tcp) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    if tls
+        .write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 16];
+    tls.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+}
+
 impl Server {
     pub fn start(binary: &Path, data_dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Server> {
+        Self::start_inner(binary, data_dir, env, false)
+    }
+
+    /// As [`start`](Self::start), for a server with `tls.mode = self-signed`.
+    pub fn start_tls(
+        binary: &Path,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
+        Self::start_inner(binary, data_dir, env, true)
+    }
+
+    fn start_inner(
+        binary: &Path,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        tls: bool,
+    ) -> anyhow::Result<Server> {
         let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut cmd = Command::new(binary);
@@ -82,8 +139,14 @@ impl Server {
             ready_after: Duration::ZERO,
         };
         let deadline = started + Duration::from_secs(30);
+        let cert = data_dir.join("tls").join("self-signed.crt");
         loop {
-            if healthy(addr) {
+            let up = if tls {
+                healthy_tls(addr, &cert)
+            } else {
+                healthy(addr)
+            };
+            if up {
                 server.ready_after = started.elapsed();
                 return Ok(server);
             }
