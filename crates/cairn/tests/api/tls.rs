@@ -79,6 +79,18 @@ async fn fetch(
     Ok((resp, info))
 }
 
+/// The `cairn` binary on `data`, with no settings from the environment.
+fn cli(data: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CAIRN_") || k == "DATABASE_URL" || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("CAIRN_DATA_DIR", data).env("CAIRN_LOG_LEVEL", "warn");
+    cmd
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -177,7 +189,30 @@ async fn self_signed_certificates_are_generated_kept_and_renewed() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
+
+    // `cairn health` (the container health check) speaks HTTPS to it.
+    let health = cli(&data)
+        .args(["health", "--url", &format!("https://127.0.0.1:{}/api/health", app.addr.port())])
+        .output()
+        .unwrap();
+    assert!(health.status.success(), "{}", String::from_utf8_lossy(&health.stderr));
     app.stop().await.unwrap();
+
+    // `cairn doctor` reads the certificate: its names and days left.
+    let out = cli(&data)
+        .args(["doctor", "--json", "--set", "tls.mode=self-signed", "--set", "tls.hosts=cairn.test"])
+        .output()
+        .unwrap();
+    let findings: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cert = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "tls certificate")
+        .unwrap_or_else(|| panic!("no certificate finding in {findings}"));
+    assert_eq!(cert["level"], "ok", "{cert}");
+    let text = cert["finding"].as_str().unwrap_or_default().to_owned() + &cert.to_string();
+    assert!(text.contains("cairn.test") && text.contains("expires in"), "{cert}");
 
     // A restart keeps the certificate.
     let app = start().await;
