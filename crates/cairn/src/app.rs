@@ -243,6 +243,7 @@ impl Application {
                         }
                     }));
                 }
+                // `tap_io` gives the listener axum's `SocketAddr` connection info.
                 let listener = crate::tls::TlsListener::new(listener, &tls, state.metrics.clone())?
                     .tap_io(|_| {});
                 Box::pin(

@@ -327,6 +327,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
 }
 
 async fn serve(cli: &Cli, args: &ServeArgs) -> ExitCode {
+    // Handle SIGHUP from the very start (`systemctl reload` during migrations must not stop
+    // the server); `run_until` gives it its meaning. Tokio keeps the handler installed.
+    let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let config = match cli.load(args.listen.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,

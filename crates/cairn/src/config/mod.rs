@@ -727,11 +727,10 @@ impl Config {
         if !self.tls.hosts.is_empty() {
             return self.tls.hosts.clone();
         }
-        match self.public_url.as_ref().and_then(|u| u.host_str()) {
-            Some(host) => vec![host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned()],
+        match self.public_url.as_ref().and_then(|u| u.host()) {
+            Some(url::Host::Domain(name)) => vec![name.to_ascii_lowercase()],
+            Some(url::Host::Ipv4(ip)) => vec![ip.to_string()],
+            Some(url::Host::Ipv6(ip)) => vec![ip.to_string()],
             None => Vec::new(),
         }
     }
@@ -948,7 +947,27 @@ impl Parser<'_> {
                 "`http-01` is answered on the plain-HTTP listener: set `tls.redirect_listen` (e.g. 0.0.0.0:80), or use `tls-alpn-01`".into(),
             );
         }
-        let hosts = self.list("tls.hosts");
+        // One spelling per name: DNS names lower-case, addresses as Rust prints them
+        // (`2001:db8::1`), so comparisons with certificates are exact.
+        let mut hosts: Vec<String> = Vec::new();
+        for host in self.list("tls.hosts") {
+            let host = match host.parse::<IpAddr>() {
+                Ok(ip) => ip.to_string(),
+                Err(_) => host.to_ascii_lowercase(),
+            };
+            if !hosts.contains(&host) {
+                hosts.push(host);
+            }
+        }
+        if mode == TlsMode::Acme
+            && acme_challenge == AcmeChallenge::TlsAlpn01
+            && hosts.iter().any(|h| h.parse::<IpAddr>().is_ok())
+        {
+            self.fail(
+                "tls.acme_challenge",
+                "IP addresses in `tls.hosts` are validated with `http-01` (set `tls.acme_challenge = \"http-01\"` and `tls.redirect_listen`)".into(),
+            );
+        }
         for host in &hosts {
             let valid = host.parse::<IpAddr>().is_ok()
                 || (!host.is_empty()

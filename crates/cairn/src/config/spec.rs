@@ -281,7 +281,7 @@ pub const SETTINGS: &[Setting] = &[
         default: "",
         kind: Kind::List,
         aliases: &[],
-        help: "Host names and IP addresses the certificate is for (self-signed SANs, ACME identifiers). Empty: the `public_url` host (self-signed adds `localhost`, 127.0.0.1 and ::1).",
+        help: "Host names and IP addresses the certificate is for (self-signed SANs, ACME identifiers; addresses need `tls.acme_challenge = \"http-01\"`). Empty: the `public_url` host (self-signed adds `localhost`, 127.0.0.1 and ::1).",
     },
     Setting {
         key: "tls.cert_file",
@@ -323,7 +323,7 @@ pub const SETTINGS: &[Setting] = &[
         default: "31536000",
         kind: Kind::Integer,
         aliases: &[],
-        help: "`Strict-Transport-Security` max-age sent over HTTPS (with TLS on, or an `https` `public_url`). 0: no HSTS header.",
+        help: "`Strict-Transport-Security` max-age sent over HTTPS (with TLS on, or an `https` `public_url`; never with a self-signed certificate). 0: no HSTS header.",
     },
     Setting {
         key: "tls.handshake_timeout_secs",

@@ -385,6 +385,21 @@ fn tls_settings_that_cannot_work_are_refused_and_tls_satisfies_production() {
         ("tls.hosts", "cairn.example.com, 10.0.0.1")
     ])
     .is_empty());
+    assert!(errors(&[("tls.mode", "acme"), ("tls.hosts", "10.0.0.1")]).contains("`http-01`"));
+    // Names are kept in one spelling.
+    let c = Config::load(&inputs(
+        &[],
+        None,
+        &[
+            ("data_dir", "/nonexistent/x"),
+            (
+                "tls.hosts",
+                "Cairn.Example.com, 2001:0db8::1, cairn.example.com",
+            ),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(c.tls.hosts, ["cairn.example.com", "2001:db8::1"]);
 
     // An https public URL with Cairn terminating TLS needs no trusted proxy, and gets HSTS.
     let c = Config::load(&inputs(

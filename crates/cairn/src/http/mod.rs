@@ -57,7 +57,12 @@ pub fn security_headers(config: &Config) -> Vec<(HeaderName, HeaderValue)> {
             HeaderValue::from_static("same-origin"),
         ),
     ];
-    if config.served_over_https() && config.tls.hsts_max_age_secs > 0 {
+    // Not for a self-signed certificate: a browser told to insist on HTTPS for `localhost`
+    // (and its subdomains) would refuse every other local development server too.
+    if config.served_over_https()
+        && config.tls.hsts_max_age_secs > 0
+        && config.tls.mode != crate::config::TlsMode::SelfSigned
+    {
         let value = format!(
             "max-age={}; includeSubDomains",
             config.tls.hsts_max_age_secs

@@ -1,10 +1,13 @@
 //! Certificates from an ACME CA (RFC 8555) through `instant-acme`: one account per directory
-//! URL, kept in `<data_dir>/tls/acme/account.json`; the certificate and its key in `cert.pem`
-//! and `key.pem` beside it (all owner-only). Challenges are answered by this process: HTTP-01
-//! on the plain-HTTP listener, TLS-ALPN-01 by the HTTPS listener's certificate resolver.
+//! URL, kept in `<data_dir>/tls/acme/account.json`; the certificate chain, its key and the
+//! directory that issued it in `certificate.json` beside it, written in one atomic step (both
+//! owner-only). Challenges are answered by this process: HTTP-01 on the plain-HTTP listener,
+//! TLS-ALPN-01 by the HTTPS listener's certificate resolver.
 //!
-//! When the CA cannot be reached or refuses, the current certificate keeps being served and
-//! the attempt is retried with exponential backoff (1 minute doubling to 6 hours).
+//! When the CA cannot be reached, hangs or refuses, the current certificate keeps being served
+//! and the attempt is retried with exponential backoff (1 minute doubling to 6 hours). A
+//! certificate that was issued is served even if saving it fails, so a full disk never costs
+//! another issuance (CAs limit those).
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -23,6 +26,8 @@ use crate::config::{AcmeChallenge, Config};
 use crate::ops::metrics::Metrics;
 
 const FIRST_RETRY: Duration = Duration::from_secs(60);
+/// The most one whole issuance (account, order, validation, certificate) may take.
+const ISSUANCE_TIMEOUT: Duration = Duration::from_secs(600);
 const LONGEST_RETRY: Duration = Duration::from_secs(6 * 3600);
 /// Even with nothing due, look again this often (the clock may jump; names may change).
 const RECHECK: Duration = Duration::from_secs(12 * 3600);
@@ -33,19 +38,46 @@ struct SavedAccount {
     credentials: AccountCredentials,
 }
 
-/// The cached certificate, if there is a readable one.
-pub fn load_cached(dir: &Path) -> Option<Loaded> {
-    let cert = dir.join("cert.pem");
-    if !cert.exists() {
-        return None;
+/// The cached certificate with everything needed to serve it again.
+#[derive(Serialize, Deserialize)]
+struct Cached {
+    directory: String,
+    chain_pem: String,
+    key_pem: String,
+}
+
+fn cache_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("certificate.json")
+}
+
+/// The cached certificate, if there is a readable one from `directory`.
+pub fn load_cached(dir: &Path, directory: &str) -> Result<Option<Loaded>, String> {
+    let path = cache_path(dir);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let cached: Cached = serde_json::from_slice(&text)
+        .map_err(|e| format!("{} is not a certificate cache: {e}", path.display()))?;
+    if cached.directory != directory {
+        // From another CA (staging, say): not to be served by this one.
+        return Ok(None);
     }
-    match certs::load_files(&cert, &dir.join("key.pem")) {
-        Ok(loaded) => Some(loaded),
-        Err(e) => {
-            tracing::warn!(error = %e, "ignoring the cached ACME certificate");
-            None
-        }
-    }
+    certs::from_pem(cached.chain_pem.as_bytes(), cached.key_pem.as_bytes())
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn save(dir: &Path, directory: &str, chain_pem: &str, key_pem: &str) -> Result<(), String> {
+    let cached = serde_json::to_vec_pretty(&Cached {
+        directory: directory.to_owned(),
+        chain_pem: chain_pem.to_owned(),
+        key_pem: key_pem.to_owned(),
+    })
+    .map_err(|e| e.to_string())?;
+    certs::write_private(&cache_path(dir), &cached)
+        .map_err(|e| format!("cannot save the certificate in {}: {e}", dir.display()))
 }
 
 /// The wait before retry number `failures` (1-based).
@@ -80,26 +112,62 @@ pub async fn upkeep(
             tokio::time::sleep(wait.min(RECHECK)).await;
             continue;
         }
-        match issue(config, &hosts, resolver, http01).await {
+        let outcome =
+            match tokio::time::timeout(ISSUANCE_TIMEOUT, issue(config, &hosts, resolver, http01))
+                .await
+            {
+                Ok(result) => result,
+                Err(_) => {
+                    // The challenge answers posted by the abandoned attempt go with it.
+                    http01.clear();
+                    resolver.clear_all_alpn();
+                    Err(format!(
+                        "no answer from the ACME server within {} s",
+                        ISSUANCE_TIMEOUT.as_secs()
+                    ))
+                }
+            };
+        let problem = match outcome {
             Ok(loaded) => {
-                failures = 0;
                 tracing::info!(
                     hosts = ?hosts, serial = %loaded.info.serial,
                     expires = %chrono::DateTime::from_timestamp(loaded.info.not_after, 0).unwrap_or_default(),
                     "obtained a certificate from the ACME server"
                 );
                 metrics.tls_certificate(&loaded.info);
+                let covers = loaded.info.covers(&hosts);
+                let due = loaded.info.due(certs::now(), margin);
                 resolver.set(loaded, false);
+                if covers && !due {
+                    failures = 0;
+                    continue;
+                }
+                // Served, but it would be ordered again at once: back off instead.
+                format!(
+                    "the issued certificate does not cover {hosts:?} or is already due for renewal"
+                )
             }
-            Err(e) => {
-                failures += 1;
-                let retry = backoff(failures);
-                metrics.tls_renewal_failed();
-                tracing::error!(
-                    error = %e, directory = %config.tls.acme_directory, retry_in_secs = retry.as_secs(),
-                    "cannot obtain a certificate from the ACME server; still serving the current one"
-                );
-                tokio::time::sleep(retry).await;
+            Err(e) => e,
+        };
+        failures += 1;
+        let retry = backoff(failures);
+        metrics.tls_renewal_failed();
+        tracing::error!(
+            error = %problem, directory = %config.tls.acme_directory, retry_in_secs = retry.as_secs(),
+            "cannot obtain a certificate from the ACME server; still serving the current one"
+        );
+        keep_provisional_fresh(&hosts, resolver);
+        tokio::time::sleep(retry).await;
+    }
+}
+
+/// While no real certificate was ever obtained, keep the stand-in from expiring.
+fn keep_provisional_fresh(hosts: &[String], resolver: &Resolver) {
+    if let Some((info, true)) = resolver.info() {
+        if info.not_after - certs::now() < 2 * 86_400 {
+            match super::provisional(hosts) {
+                Ok(loaded) => resolver.set(loaded, true),
+                Err(e) => tracing::error!(error = %e, "cannot renew the temporary certificate"),
             }
         }
     }
@@ -150,8 +218,10 @@ async fn account(config: &Config, dir: &Path) -> Result<Account, String> {
         credentials,
     })
     .map_err(|e| e.to_string())?;
-    certs::write_private(&path, &saved)
-        .map_err(|e| format!("cannot save the ACME account to {}: {e}", path.display()))?;
+    if let Err(e) = certs::write_private(&path, &saved) {
+        // The account works for this attempt; the next run registers another.
+        tracing::error!(path = %path.display(), error = %e, "cannot save the ACME account");
+    }
     tracing::info!(id = %account.id(), "registered an ACME account");
     Ok(account)
 }
@@ -232,9 +302,15 @@ async fn issue(
     }
     let (cert_pem, key_pem) = result?;
     let loaded = certs::from_pem(cert_pem.as_bytes(), key_pem.as_bytes())?;
-    certs::write_private(&dir.join("key.pem"), key_pem.as_bytes())
-        .and_then(|_| certs::write_private(&dir.join("cert.pem"), cert_pem.as_bytes()))
-        .map_err(|e| format!("cannot save the certificate in {}: {e}", dir.display()))?;
+    let (dir2, directory) = (dir.clone(), config.tls.acme_directory.clone());
+    let saved =
+        tokio::task::spawn_blocking(move || save(&dir2, &directory, &cert_pem, &key_pem)).await;
+    match saved {
+        Ok(Ok(())) => {}
+        // Served anyway: the next start orders again, but this process does not.
+        Ok(Err(e)) => tracing::error!(error = %e, "the new certificate is served but not saved"),
+        Err(e) => tracing::error!(error = %e, "the new certificate is served but not saved"),
+    }
     Ok(loaded)
 }
 
@@ -243,18 +319,17 @@ async fn finish(
     order: &mut instant_acme::Order,
     hosts: &[String],
 ) -> Result<(String, String), String> {
-    let retry = RetryPolicy::new().timeout(Duration::from_secs(120));
-    let status = order.poll_ready(&retry).await.map_err(|e| e.to_string())?;
+    // Validation of several names from several vantage points can take a minute or more.
+    let retry = RetryPolicy::new()
+        .initial_delay(Duration::from_secs(1))
+        .backoff(1.5)
+        .timeout(Duration::from_secs(180));
+    let status = order
+        .poll_ready(&retry)
+        .await
+        .map_err(|e| format!("validation failed: {e}"))?;
     if status != OrderStatus::Ready {
-        let detail = order
-            .state()
-            .error
-            .as_ref()
-            .map(|p| p.to_string())
-            .unwrap_or_default();
-        return Err(format!(
-            "validation did not succeed (order {status:?}) {detail}"
-        ));
+        return Err(format!("validation did not succeed (order {status:?})"));
     }
     let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
     let mut params = rcgen::CertificateParams::new(hosts.to_vec()).map_err(|e| e.to_string())?;

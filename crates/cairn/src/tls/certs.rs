@@ -4,8 +4,8 @@
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
@@ -50,6 +50,9 @@ impl CertInfo {
     /// Whether it covers every one of `hosts` (case-insensitive; `*.example.com` covers one label).
     pub fn covers(&self, hosts: &[String]) -> bool {
         hosts.iter().all(|h| {
+            if let Ok(ip) = h.parse::<IpAddr>() {
+                return self.names.iter().any(|n| n.parse::<IpAddr>() == Ok(ip));
+            }
             let h = h.to_ascii_lowercase();
             self.names.iter().any(|n| {
                 let n = n.to_ascii_lowercase();
@@ -181,36 +184,24 @@ pub fn generate_self_signed(names: &[String], days: u32) -> Result<(String, Stri
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// Write `bytes` to `path` readable by the owner only, atomically (temporary file, then rename).
+/// Write `bytes` to `path` readable by the owner only, atomically: a uniquely named temporary
+/// file (created `0600`) beside it, synced, renamed over it, and the directory synced.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
-    let tmp = temp_beside(path);
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn temp_beside(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

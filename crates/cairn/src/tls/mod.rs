@@ -94,13 +94,22 @@ impl Resolver {
             alpn.remove(&name.to_ascii_lowercase());
         }
     }
+
+    fn clear_all_alpn(&self) {
+        if let Ok(mut alpn) = self.alpn.write() {
+            alpn.clear();
+        }
+    }
 }
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let validator = hello
-            .alpn()
-            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        // RFC 8737: a validator offers `acme-tls/1` and nothing else; only it may see the
+        // challenge certificate, and every other client gets the real one.
+        let validator = hello.alpn().is_some_and(|protocols| {
+            let offered: Vec<&[u8]> = protocols.collect();
+            offered == [ACME_TLS_ALPN]
+        });
         if validator {
             let name = hello.server_name()?.to_ascii_lowercase();
             return self.alpn.read().ok()?.get(&name).cloned();
@@ -130,6 +139,12 @@ impl Http01Tokens {
             map.remove(token);
         }
     }
+
+    fn clear(&self) {
+        if let Ok(mut map) = self.0.write() {
+            map.clear();
+        }
+    }
 }
 
 /// TLS for one server: the rustls configuration and what keeps its certificate current.
@@ -138,7 +153,12 @@ pub struct Tls {
     pub resolver: Arc<Resolver>,
     pub http01: Arc<Http01Tokens>,
     pub handshake_timeout: Duration,
+    /// `files` mode: the files' stamps taken just before they were loaded, so a change made
+    /// while the server starts is not missed.
+    file_stamps: Option<Stamps>,
 }
+
+type Stamps = (Option<Stamp>, Option<Stamp>);
 
 /// Where `self-signed` mode keeps its certificate.
 pub fn self_signed_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
@@ -157,6 +177,7 @@ impl Tls {
     /// [`spawn_upkeep`](Self::spawn_upkeep).
     pub fn prepare(config: &Config) -> Result<Tls, TlsError> {
         let resolver = Arc::new(Resolver::default());
+        let mut file_stamps = None;
         match config.tls.mode {
             TlsMode::Off => return Err(TlsError::Setup("`tls.mode` is off".into())),
             TlsMode::SelfSigned => {
@@ -165,6 +186,7 @@ impl Tls {
             }
             TlsMode::Files => {
                 let (cert, key) = file_paths(config)?;
+                file_stamps = Some((stamp(cert), stamp(key)));
                 let loaded = certs::load_files(cert, key).map_err(TlsError::Files)?;
                 warn_if_expiring(&loaded.info, "tls.cert_file");
                 resolver.set(loaded, false);
@@ -176,23 +198,23 @@ impl Tls {
                         "`tls.mode = acme` needs the names to certify: set `tls.hosts` or an https `public_url`".into(),
                     ));
                 }
-                match acme::load_cached(&acme_dir(&config.data_dir)) {
-                    Some(loaded)
-                        if loaded.info.covers(&hosts) && loaded.info.not_after > certs::now() =>
-                    {
+                let cached =
+                    acme::load_cached(&acme_dir(&config.data_dir), &config.tls.acme_directory);
+                match cached {
+                    // Still valid: served even when a name was added (renewal adds it), so
+                    // the names that worked keep working meanwhile.
+                    Ok(Some(loaded)) if loaded.info.not_after > certs::now() => {
                         resolver.set(loaded, false);
                     }
-                    _ => {
-                        let names = certs::self_signed_names(&hosts);
-                        let (cert, key) =
-                            certs::generate_self_signed(&names, 7).map_err(TlsError::Setup)?;
-                        let loaded = certs::from_pem(cert.as_bytes(), key.as_bytes())
-                            .map_err(TlsError::Setup)?;
+                    other => {
+                        if let Err(e) = other {
+                            tracing::warn!(error = %e, "ignoring the cached ACME certificate");
+                        }
                         tracing::warn!(
                             hosts = ?hosts,
                             "no ACME certificate yet: serving a temporary self-signed one until it is issued"
                         );
-                        resolver.set(loaded, true);
+                        resolver.set(provisional(&hosts).map_err(TlsError::Setup)?, true);
                     }
                 }
             }
@@ -218,6 +240,7 @@ impl Tls {
             resolver,
             http01: Arc::new(Http01Tokens::default()),
             handshake_timeout: config.tls.handshake_timeout,
+            file_stamps,
         })
     }
 
@@ -230,15 +253,23 @@ impl Tls {
         let resolver = self.resolver.clone();
         let http01 = self.http01.clone();
         let config = config.clone();
+        let stamps = self.file_stamps;
         tokio::spawn(async move {
             match config.tls.mode {
                 TlsMode::Off => {}
                 TlsMode::SelfSigned => self_signed_upkeep(&config, &resolver, &metrics).await,
-                TlsMode::Files => files_upkeep(&config, &resolver, &metrics).await,
+                TlsMode::Files => files_upkeep(&config, &resolver, &metrics, stamps).await,
                 TlsMode::Acme => acme::upkeep(&config, &resolver, &http01, &metrics).await,
             }
         })
     }
+}
+
+/// The stand-in served until the first ACME certificate arrives: self-signed, a week long.
+fn provisional(hosts: &[String]) -> Result<certs::Loaded, String> {
+    let names = certs::self_signed_names(hosts);
+    let (cert, key) = certs::generate_self_signed(&names, 7)?;
+    certs::from_pem(cert.as_bytes(), key.as_bytes())
 }
 
 fn file_paths(config: &Config) -> Result<(&Path, &Path), TlsError> {
@@ -330,7 +361,9 @@ async fn self_signed_upkeep(config: &Config, resolver: &Resolver, metrics: &Metr
 }
 
 /// What identifies one version of a file: changed content shows as a new size, mtime or inode.
-fn stamp(path: &Path) -> Option<(u64, i128, u64)> {
+type Stamp = (u64, i128, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
     Some((
@@ -340,12 +373,20 @@ fn stamp(path: &Path) -> Option<(u64, i128, u64)> {
     ))
 }
 
-async fn files_upkeep(config: &Config, resolver: &Resolver, metrics: &Metrics) {
+async fn files_upkeep(
+    config: &Config,
+    resolver: &Resolver,
+    metrics: &Metrics,
+    loaded: Option<Stamps>,
+) {
     let Ok((cert, key)) = file_paths(config) else {
         return;
     };
     let (cert, key) = (cert.to_owned(), key.to_owned());
-    let mut seen = (stamp(&cert), stamp(&key));
+    let mut seen = loaded.unwrap_or_else(|| (stamp(&cert), stamp(&key)));
+    // A change is loaded once it holds still for one check: tools that write the certificate
+    // and the key one after the other (or copy without renaming) are not caught halfway.
+    let mut settling: Option<Stamps> = None;
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -366,10 +407,17 @@ async fn files_upkeep(config: &Config, resolver: &Resolver, metrics: &Metrics) {
             } => true,
         };
         let now_seen = (stamp(&cert), stamp(&key));
-        if !by_signal && now_seen == seen {
-            continue;
+        if !by_signal {
+            if now_seen == seen {
+                settling = None;
+                continue;
+            }
+            if settling.as_ref() != Some(&now_seen) {
+                settling = Some(now_seen);
+                continue;
+            }
         }
-        // A change seen mid-write settles before the next check; a signal reloads at once.
+        settling = None;
         seen = now_seen;
         let (c, k) = (cert.clone(), key.clone());
         match tokio::task::spawn_blocking(move || certs::load_files(&c, &k)).await {
@@ -408,6 +456,7 @@ pub fn certificate_on_disk(config: &Config) -> Result<Option<CertInfo>, String> 
             }
             certs::load_files(&cert, &key).map(|l| Some(l.info))
         }
-        TlsMode::Acme => Ok(acme::load_cached(&acme_dir(&config.data_dir)).map(|l| l.info)),
+        TlsMode::Acme => acme::load_cached(&acme_dir(&config.data_dir), &config.tls.acme_directory)
+            .map(|l| l.map(|l| l.info)),
     }
 }

@@ -44,15 +44,19 @@ async fn challenge(State(r): State<Redirect>, Path(token): Path<String>) -> Resp
 }
 
 async fn redirect(State(r): State<Redirect>, headers: HeaderMap, uri: Uri) -> Response {
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let path = match uri.path_and_query().map(|p| p.as_str()) {
+        Some(p) if p.starts_with('/') => p,
+        _ => "/",
+    };
     let origin = match &r.origin {
         Some(origin) => origin.clone(),
         None => {
-            let Some(host) = headers
+            // HTTP/1.1 sends Host; HTTP/2 the `:authority`, which arrives in the URI.
+            let authority = headers
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .and_then(host_name)
-            else {
+                .or_else(|| uri.authority().map(|a| a.as_str()));
+            let Some(host) = authority.and_then(host_name) else {
                 return (StatusCode::BAD_REQUEST, "a Host header is required\n").into_response();
             };
             if r.https_port == 443 {
