@@ -48,45 +48,46 @@ fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// Run `cairn` with `args` on `data`, sampling its peak RSS; (wall seconds, peak RSS, stdout).
-fn run_sampled(binary: &Path, data: &Path, args: &[&str]) -> anyhow::Result<(f64, u64, String)> {
-    let started = Instant::now();
-    let mut child = Command::new(binary)
+/// What one run of a `cairn` command cost.
+struct Run {
+    seconds: f64,
+    cpu_seconds: f64,
+    peak_rss: u64,
+    stdout: String,
+}
+
+/// Run `cairn` with `args` on `data` under GNU time (`/usr/bin/time`, Debian package `time`)
+/// for its wall time, CPU time and peak RSS.
+fn run_timed(binary: &Path, data: &Path, args: &[&str]) -> anyhow::Result<Run> {
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "cairn-bench-time %e %U %S %M"])
+        .arg(binary)
         .args(args)
         .arg("--data-dir")
         .arg(data)
         .env("CAIRN_LOG_LEVEL", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let status_path = format!("/proc/{}/status", child.id());
-    let mut peak = 0u64;
-    let mut stdout = child.stdout.take().context("stdout")?;
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
-        s
-    });
-    loop {
-        if let Ok(status) = std::fs::read_to_string(&status_path) {
-            if let Some(kb) = status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                peak = peak.max(kb * 1024);
-            }
-        }
-        if let Some(status) = child.try_wait()? {
-            anyhow::ensure!(status.success(), "cairn {args:?} exited with {status}");
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let out = reader.join().unwrap_or_default();
-    Ok((secs, peak, out))
+        .stderr(Stdio::piped())
+        .output()
+        .context("running /usr/bin/time (apt-get install time)")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(out.status.success(), "cairn {args:?} failed: {stderr}");
+    let line = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("cairn-bench-time "))
+        .context("no timing from /usr/bin/time")?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    anyhow::ensure!(f.len() == 4, "unexpected timing line: {line}");
+    Ok(Run {
+        seconds: f[0],
+        cpu_seconds: f[1] + f[2],
+        peak_rss: (f[3] * 1024.0) as u64,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    })
 }
 
 /// Build a workspace: Markdown ingested until the database holds `db_mb`, then the stored
@@ -172,28 +173,32 @@ pub fn backup(binary: &Path, size: &BackupSize) -> anyhow::Result<serde_json::Va
     );
     // The files were just written and sit in the page cache (24 GiB here): this measures
     // Cairn's pipeline (snapshot, zstd, encryption, checksums), not the disk.
-    let (secs, peak, out) = run_sampled(
+    let create = run_timed(
         binary,
         &data,
         &["backup", "create", "--json", "--no-rotate"],
     )?;
-    let created: serde_json::Value = serde_json::from_str(&out).with_context(|| out.clone())?;
+    let created: serde_json::Value =
+        serde_json::from_str(&create.stdout).with_context(|| create.stdout.clone())?;
     let name = created["name"]
         .as_str()
         .context("no backup name")?
         .to_owned();
-    let (verify_secs, verify_peak, _) = run_sampled(binary, &data, &["backup", "verify", &name])?;
+    let verify = run_timed(binary, &data, &["backup", "verify", &name])?;
     let input = (db_bytes + blob_bytes) as f64 / 1e6;
+    let backup_mb = created["bytes"].as_f64().unwrap_or(0.0) / 1e6;
     Ok(json!({
         "database_bytes": db_bytes,
         "blob_bytes": blob_bytes,
         "backup_bytes": created["bytes"],
-        "create_seconds": secs,
-        "create_mb_per_sec": input / secs,
-        "create_peak_rss_bytes": peak,
-        "verify_seconds": verify_secs,
-        "verify_mb_per_sec": created["bytes"].as_f64().unwrap_or(0.0) / 1e6 / verify_secs,
-        "verify_peak_rss_bytes": verify_peak,
+        "create_seconds": create.seconds,
+        "create_cpu_seconds": create.cpu_seconds,
+        "create_mb_per_sec": input / create.seconds,
+        "create_peak_rss_bytes": create.peak_rss,
+        "verify_seconds": verify.seconds,
+        "verify_cpu_seconds": verify.cpu_seconds,
+        "verify_mb_per_sec": backup_mb / verify.seconds,
+        "verify_peak_rss_bytes": verify.peak_rss,
     }))
 }
 
@@ -278,6 +283,12 @@ pub fn run(
         "{:<56} {:>9.1} MB/s  >= 100 MB/s",
         format!("backup create ({db_mb:.0} MB database + {blob_mb:.0} MB files)"),
         backup["create_mb_per_sec"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "{:<56} {:>10.1} s / {:.1} s",
+        "  wall time / CPU time (user + system)",
+        backup["create_seconds"].as_f64().unwrap_or(0.0),
+        backup["create_cpu_seconds"].as_f64().unwrap_or(0.0)
     );
     println!(
         "{:<56} {:>12.1} MB  < 100 MB",

@@ -508,6 +508,30 @@ impl Store {
         let chunks = "SELECT COUNT(*) FROM chunks WHERE document_id = $1";
         let n: i64 = on_pool!(self.db.pool(), p =>
             sqlx::query_scalar(chunks).bind(document).fetch_one(p).await)?;
+        if let (crate::Pool::Sqlite(p), false) = (self.db.pool(), self.fts_available()) {
+            // The in-memory index is the keyword index: count its entries for the document.
+            let rowid: Option<i64> =
+                sqlx::query_scalar("SELECT rowid FROM documents WHERE id = $1")
+                    .bind(document)
+                    .fetch_optional(p)
+                    .await?;
+            let indexed = match rowid {
+                Some(rowid)
+                    if self
+                        .search_index_ready(std::time::Duration::from_secs(60))
+                        .await? =>
+                {
+                    self.memindex.chunks_of_document(rowid).unwrap_or(0) as i64
+                }
+                Some(_) => {
+                    return Err(StoreError::Internal(
+                        "the in-memory search index is not built".into(),
+                    ))
+                }
+                None => 0,
+            };
+            return Ok((n, indexed));
+        }
         let indexed: i64 =
             match self.db.pool() {
                 crate::Pool::Sqlite(p) => {
@@ -534,6 +558,20 @@ impl Store {
     /// match; ranking and hybrid search come with the search capability).
     pub async fn keyword_match_count(&self, actor: Id, query: &str) -> StoreResult<i64> {
         let member = member_check("c.collection_id", "$1", CollectionRole::Viewer);
+        if self.backend() == crate::Backend::Sqlite && !self.fts_available() {
+            // The same match through the in-memory index (any of the query's words).
+            let terms: Vec<String> = query.split_whitespace().map(str::to_owned).collect();
+            // Every match: as many as the index holds.
+            self.search_index_ready(std::time::Duration::from_secs(60))
+                .await?;
+            let all = self
+                .search_index_stats()
+                .map_or(1, |s| u32::try_from(s.chunks).unwrap_or(u32::MAX).max(1));
+            let found = self
+                .keyword_candidates(actor, &terms, &crate::search::SearchFilter::default(), all)
+                .await?;
+            return Ok(found.len() as i64);
+        }
         let n: i64 = match self.db.pool() {
             crate::Pool::Sqlite(p) => {
                 let sql = format!(

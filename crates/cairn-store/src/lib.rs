@@ -64,6 +64,9 @@ pub struct Store {
     vector_indexes: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<usize>>>,
     /// The in-process search index (SQLite; see [`memindex`]).
     memindex: std::sync::Arc<memindex::MemIndex>,
+    /// SQLite: the FTS5 keyword table is not maintained (the in-memory index is the keyword
+    /// index; see [`Store::set_keyword_tables`]).
+    fts_off: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -78,6 +81,7 @@ impl Store {
             standing: std::sync::Arc::new(cache),
             vector_indexes: Default::default(),
             memindex: Default::default(),
+            fts_off: Default::default(),
         }
     }
 

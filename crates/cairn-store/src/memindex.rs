@@ -550,6 +550,19 @@ impl MemIndex {
         self.index.read().ok()?.as_ref().map(Index::stats)
     }
 
+    /// Live chunks of one document (`documents.rowid`) in the index; `None` when not built.
+    pub(crate) fn chunks_of_document(&self, document: i64) -> Option<u64> {
+        let g = self.index.read().ok()?;
+        let index = g.as_ref()?;
+        Some(
+            index
+                .docs
+                .iter()
+                .filter(|d| d.live && d.document == document)
+                .count() as u64,
+        )
+    }
+
     fn is_built(&self) -> bool {
         self.index.read().map(|g| g.is_some()).unwrap_or(false)
     }

@@ -64,7 +64,8 @@ fn postgres_class(udt: &str) -> StorageClass {
 }
 
 /// The search indexes differ by dialect on purpose — an FTS5 table (and its shadow tables) and
-/// `vec0` vector tables and the in-process index's change feed on SQLite, a `search_tsv`
+/// `vec0` vector tables, the in-process index's change feed and the FTS5 switch
+/// (`search_state`) on SQLite, a `search_tsv`
 /// column with its GIN index and a pgvector table on PostgreSQL — and are left out of the
 /// comparison.
 fn is_search_index(name: &str) -> bool {
@@ -72,6 +73,7 @@ fn is_search_index(name: &str) -> bool {
         || name.ends_with("search_tsv")
         || name.starts_with("chunk_vectors")
         || name.starts_with("search_changes")
+        || name == "search_state"
 }
 
 /// Read the schema the database has now.

@@ -9,7 +9,7 @@ use crate::db::BeginWrite;
 use serde::Serialize;
 
 use crate::collections::CollectionRole;
-use crate::{on_pool, Backend, Id, Json, Store, StoreResult, Timestamp};
+use crate::{on_pool, Backend, Id, Json, Store, StoreError, StoreResult, Timestamp};
 
 /// What a search may be narrowed to, on top of the caller's own access.
 #[derive(Debug, Clone, Default)]
@@ -121,11 +121,52 @@ fn json_ids(ids: &Option<Vec<Id>>) -> Option<Json<Vec<String>>> {
         .map(|v| Json(v.iter().map(|i| i.to_string()).collect()))
 }
 
+/// How long a keyword query waits for the in-memory index when there is no FTS5 table to
+/// fall back on (its build at start takes seconds per 100,000 chunks).
+const INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Store {
     /// Turn the in-process search index on or off (on by default; SQLite only). Off, every
     /// query runs on FTS5 and `vec0`.
     pub fn set_search_index(&self, on: bool) {
         self.memindex.set_enabled(on);
+    }
+
+    /// SQLite: keep the FTS5 keyword table (`on`), or leave it empty and unmaintained because
+    /// the in-memory index answers every keyword query. Switching empties it, or rebuilds it
+    /// from the chunks (which takes a while on a large database), in one write transaction,
+    /// so it is never partial. Returns whether anything changed. Every process on one database
+    /// should agree (`search.memory_index`); the last to start decides.
+    pub async fn set_keyword_tables(&self, on: bool) -> StoreResult<bool> {
+        let crate::Pool::Sqlite(p) = self.db.pool() else {
+            return Ok(false);
+        };
+        self.fts_off
+            .store(!on, std::sync::atomic::Ordering::Relaxed);
+        let mut tx = p.begin_write().await?;
+        let current: i64 = sqlx::query_scalar("SELECT fts FROM search_state WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        if (current == 1) == on {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE search_state SET fts = $1 WHERE id = 1")
+            .bind(i64::from(on))
+            .execute(&mut *tx)
+            .await?;
+        let command = if on { "rebuild" } else { "delete-all" };
+        sqlx::query(&format!(
+            "INSERT INTO chunks_fts (chunks_fts) VALUES ('{command}')"
+        ))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Whether keyword queries may fall back to the FTS5 table (SQLite).
+    pub(crate) fn fts_available(&self) -> bool {
+        !self.fts_off.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Start building the in-process search index now rather than at the first query.
@@ -235,6 +276,19 @@ impl Store {
             if let Some(found) = self.memindex.keyword(terms, &allowed, limit as usize) {
                 return Ok(candidates(found));
             }
+        }
+        if self.backend() == Backend::Sqlite && !self.fts_available() {
+            // No FTS5 to fall back on: wait for the index (built at start, or rebuilding).
+            if self.search_index_ready(INDEX_WAIT).await? {
+                if let Some(allowed) = self.index_access(actor, filter).await? {
+                    if let Some(found) = self.memindex.keyword(terms, &allowed, limit as usize) {
+                        return Ok(candidates(found));
+                    }
+                }
+            }
+            return Err(StoreError::Internal(
+                "the in-memory search index is still being built; try again shortly".into(),
+            ));
         }
         let member =
             crate::collections::member_check("c.collection_id", "$1", CollectionRole::Viewer);

@@ -335,6 +335,18 @@ pub async fn open_store(config: &Config) -> Result<Store, StartError> {
     );
     let store = Store::with_standing_cache(db, cache);
     store.set_search_index(config.search.memory_index);
+    // The FTS5 table is kept only when it is the keyword index (decision 0012).
+    let started = Instant::now();
+    if store
+        .set_keyword_tables(!config.search.memory_index)
+        .await?
+    {
+        tracing::info!(
+            fts5 = !config.search.memory_index,
+            ms = started.elapsed().as_millis() as u64,
+            "switched the FTS5 keyword table to match search.memory_index"
+        );
+    }
     Ok(store)
 }
 

@@ -313,7 +313,8 @@ async fn dispatch(cli: Cli) -> ExitCode {
         },
         Command::Backup(cmd) => match cli.load(None) {
             Ok(config) => {
-                crate::telemetry::init(config.log_format, &config.log_level);
+                // Its stdout is the result (`--json`); logs go to stderr.
+                crate::telemetry::init_stderr(config.log_format, &config.log_level);
                 crate::backup::cli::run(config, cmd).await
             }
             Err(code) => code,

@@ -3,7 +3,7 @@
 use cairn_store::collections::CollectionRole;
 use cairn_store::documents::{ChunkRow, DocumentFilter, DocumentRow};
 use cairn_store::jobs::NewJob;
-use cairn_store::{Backend, Id, Json, Store, StoreError, Timestamp};
+use cairn_store::{Backend, Id, Json, Pool, Store, StoreError, Timestamp};
 use serde_json::json;
 
 use crate::{fresh, new_user};
@@ -544,6 +544,8 @@ async fn search_story_in(backend: Backend, memory_index: bool) {
         return;
     };
     store.set_search_index(memory_index);
+    // As the server sets it up: FTS5 kept only when it is the keyword index.
+    store.set_keyword_tables(!memory_index).await.unwrap();
     let (ann, bob, _cat) = users(&store).await;
     let research = store.create_collection(ann, "Research", "").await.unwrap();
     let private = store.create_collection(bob, "Bob's", "").await.unwrap();
@@ -879,4 +881,70 @@ async fn the_memory_index_follows_writes_from_another_process() {
             .len(),
         1
     );
+}
+
+/// The FTS5 table is emptied when the in-memory index takes over, left alone by writes while
+/// off, and rebuilt complete when switched back on; keyword counts agree either way.
+#[tokio::test]
+async fn the_fts5_table_is_kept_only_while_it_answers() {
+    let Some((store, _dir)) = fresh(Backend::Sqlite).await else {
+        return;
+    };
+    let Pool::Sqlite(pool) = store.db().pool() else {
+        unreachable!()
+    };
+    let fts_rows = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM chunks_fts WHERE chunks_fts MATCH 'granite'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    let (ann, _, _) = users(&store).await;
+    let c = store.create_collection(ann, "Notes", "").await.unwrap();
+    let mut add = Vec::new();
+    for (sha, n) in [("one", 30), ("two", 20)] {
+        let doc = document(c.id, ann, sha);
+        store
+            .insert_document(ann, &doc, &ingest_job(doc.id), None)
+            .await
+            .unwrap();
+        let chunks: Vec<ChunkRow> = (0..n)
+            .map(|i| chunk(&doc, i, &format!("granite ridge {i}")))
+            .collect();
+        add.push((doc, chunks));
+    }
+    let (first, first_chunks) = &add[0];
+    assert!(store
+        .store_chunks(first.id, None, first_chunks)
+        .await
+        .unwrap());
+    assert_eq!(
+        fts_rows().await,
+        30,
+        "maintained by default (migration 0010)"
+    );
+
+    // Off: emptied at once, untouched by new chunks; the in-memory index answers.
+    assert!(store.set_keyword_tables(false).await.unwrap());
+    assert!(!store.set_keyword_tables(false).await.unwrap(), "no change");
+    assert_eq!(fts_rows().await, 0);
+    let (second, second_chunks) = &add[1];
+    assert!(store
+        .store_chunks(second.id, None, second_chunks)
+        .await
+        .unwrap());
+    assert_eq!(fts_rows().await, 0);
+    assert_eq!(store.index_rows_of(second.id).await.unwrap(), (20, 20));
+    assert_eq!(store.keyword_match_count(ann, "granite").await.unwrap(), 50);
+    store.delete_document(ann, first.id).await.unwrap();
+    assert_eq!(store.index_rows_of(first.id).await.unwrap(), (0, 0));
+
+    // On again: rebuilt from the chunks there are, complete.
+    assert!(store.set_keyword_tables(true).await.unwrap());
+    assert_eq!(fts_rows().await, 20);
+    assert_eq!(store.index_rows_of(second.id).await.unwrap(), (20, 20));
+    store.delete_document(ann, second.id).await.unwrap();
+    assert_eq!(fts_rows().await, 0, "deletes are followed again");
 }

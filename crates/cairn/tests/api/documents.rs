@@ -941,3 +941,81 @@ async fn a_separate_worker_process_ingests_the_queue() {
         "the worker stops cleanly on SIGTERM: {status}"
     );
 }
+
+async fn search(app: &TestApp, s: &Session) -> Value {
+    let body = serde_json::json!({ "query": "granite ridge", "mode": "keyword" });
+    app.call(Method::POST, "/api/search", s, Some(body))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()
+}
+
+/// The FTS5 keyword table follows `search.memory_index` across restarts: left empty while the
+/// in-memory index answers, rebuilt complete when the setting is turned off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keyword_table_follows_the_memory_index_setting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let app = TestApp::builder(Backend::Sqlite)
+        .data_dir(&data)
+        .spawn()
+        .await;
+    let owner = app.create_owner().await;
+    let c = new_collection(&app, &owner, "Field notes").await;
+    let resp = upload(
+        &app,
+        &owner,
+        &c,
+        "notes.md",
+        b"# Ridge\n\nThe cairn marks the granite ridge above the valley.\n".to_vec(),
+    )
+    .await;
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(settled(&app, &owner, &id).await["status"], "ready");
+    let doc: cairn_store::Id = id.parse().unwrap();
+    let hits = search(&app, &owner).await;
+    assert_eq!(hits["results"].as_array().unwrap().len(), 1, "{hits}");
+    let fts = |app: &TestApp| {
+        let store = app.state.store.clone();
+        async move {
+            let cairn_store::Pool::Sqlite(p) = store.db().pool() else {
+                unreachable!()
+            };
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM chunks_fts WHERE chunks_fts MATCH 'granite'",
+            )
+            .fetch_one(p)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        fts(&app).await,
+        0,
+        "empty while the in-memory index answers"
+    );
+    app.stop().await.unwrap();
+
+    let app = TestApp::builder(Backend::Sqlite)
+        .data_dir(&data)
+        .set("search.memory_index", "false")
+        .spawn()
+        .await;
+    let owner = Session::from_body(
+        &app.sign_in(OWNER_EMAIL, PASSWORD)
+            .await
+            .json::<Value>()
+            .await
+            .unwrap(),
+    );
+    let (chunks, indexed) = app.state.store.index_rows_of(doc).await.unwrap();
+    assert!(chunks >= 1 && indexed == chunks, "{chunks} / {indexed}");
+    assert!(fts(&app).await >= 1);
+    let hits = search(&app, &owner).await;
+    assert_eq!(hits["results"].as_array().unwrap().len(), 1, "{hits}");
+    app.stop().await.unwrap();
+}
