@@ -41,6 +41,13 @@ pub enum BlobError {
     Config(String),
 }
 
+fn local_error(e: std::io::Error) -> BlobError {
+    BlobError::Store(object_store::Error::Generic {
+        store: "local",
+        source: Box::new(e),
+    })
+}
+
 /// A per-file key.
 pub struct FileKey(pub [u8; 32]);
 
@@ -132,6 +139,48 @@ impl BlobStore {
         self.local.as_deref()
     }
 
+    /// The stored (encrypted) bytes of `key` with their size, as a stream of large pieces;
+    /// `None` when there is no such blob. A local file is read directly, 1 MiB at a time:
+    /// `object_store`'s local reader hands out 8 KiB pieces, one blocking task each, which
+    /// capped backups near 70 MB/s.
+    async fn stored(
+        &self,
+        key: &str,
+    ) -> Result<
+        Option<(
+            u64,
+            futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
+        )>,
+        BlobError,
+    > {
+        let local = self.local.as_ref().filter(|_| {
+            std::path::Path::new(key)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        });
+        let Some(dir) = local else {
+            return match self.store.get(&StorePath::from(key)).await {
+                Ok(r) => Ok(Some((r.meta.size, r.into_stream()))),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            };
+        };
+        let path = dir.join(key);
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(local_error(e)),
+        };
+        let size = file.metadata().await.map_err(local_error)?.len();
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).map(|r| {
+            r.map_err(|e| object_store::Error::Generic {
+                store: "local",
+                source: Box::new(e),
+            })
+        });
+        Ok(Some((size, stream.boxed())))
+    }
+
     /// Start writing an encrypted blob under `key`.
     pub async fn writer(&self, key: &str, file_key: &FileKey) -> Result<BlobWriter, BlobError> {
         let mut nonce = [0u8; NONCE_PREFIX];
@@ -161,7 +210,12 @@ impl BlobStore {
         impl futures::Stream<Item = Result<bytes::Bytes, BlobError>> + Send + 'static,
         BlobError,
     > {
-        let inner = self.store.get(&StorePath::from(key)).await?.into_stream();
+        let Some((_, inner)) = self.stored(key).await? else {
+            return Err(BlobError::Store(object_store::Error::NotFound {
+                path: key.to_owned(),
+                source: "no such blob".into(),
+            }));
+        };
         let cipher = XChaCha20Poly1305::new(Key::from_slice(&file_key.0));
         let state = Decrypting {
             inner,
@@ -241,11 +295,7 @@ impl BlobStore {
         )>,
         BlobError,
     > {
-        match self.store.get(&StorePath::from(key)).await {
-            Ok(r) => Ok(Some((r.meta.size, r.into_stream()))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        self.stored(key).await
     }
 
     /// Start storing a blob's bytes as they are (already encrypted): for restores.
