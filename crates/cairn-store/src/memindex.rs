@@ -521,6 +521,9 @@ pub struct MemIndex {
     sync: tokio::sync::Mutex<()>,
     building: AtomicBool,
     built: tokio::sync::Notify,
+    /// A background catch-up is running ([`MemIndex::nudge`]); another was asked for during it.
+    catching_up: AtomicBool,
+    again: AtomicBool,
 }
 
 impl std::fmt::Debug for MemIndex {
@@ -565,6 +568,31 @@ impl MemIndex {
 
     fn is_built(&self) -> bool {
         self.index.read().map(|g| g.is_some()).unwrap_or(false)
+    }
+
+    /// Catch up with the database in the background (a no-op until the index is built: the
+    /// build reads everything).
+    pub(crate) fn nudge(self: &Arc<Self>, pool: sqlx::SqlitePool) {
+        if !self.is_built() {
+            return;
+        }
+        if self.catching_up.swap(true, Ordering::AcqRel) {
+            self.again.store(true, Ordering::Release);
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                me.again.store(false, Ordering::Release);
+                if let Err(e) = me.fresh(&pool).await {
+                    tracing::debug!(error = %e, "search index catch-up failed; the next query retries");
+                }
+                if !me.again.swap(false, Ordering::AcqRel) {
+                    break;
+                }
+            }
+            me.catching_up.store(false, Ordering::Release);
+        });
     }
 
     /// Start building in the background, unless a build is running.

@@ -178,6 +178,17 @@ impl Store {
         }
     }
 
+    /// Bring the in-process index up to date in the background after a write, so the next
+    /// query does not pay for a whole batch of new chunks. One catch-up runs at a time; nudges
+    /// during it run one more.
+    pub fn nudge_search_index(&self) {
+        if let crate::Pool::Sqlite(p) = self.db.pool() {
+            if self.memindex.enabled() {
+                self.memindex.nudge(p.clone());
+            }
+        }
+    }
+
     /// Wait (up to `timeout`) until the in-process index is built and current; whether it is.
     pub async fn search_index_ready(&self, timeout: std::time::Duration) -> StoreResult<bool> {
         let crate::Pool::Sqlite(p) = self.db.pool() else {

@@ -203,6 +203,11 @@ pub async fn run(
         )
         .await?;
     let store_ms = t.elapsed().as_millis();
+    if stored {
+        // Fold the new chunks into this process's in-memory index now, while the next
+        // document parses, rather than in the next search.
+        store.nudge_search_index();
+    }
     if stored && state.embedder.is_some() {
         let t = std::time::Instant::now();
         add_vectors(state, &doc, alive).await?;
