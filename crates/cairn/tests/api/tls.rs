@@ -434,6 +434,71 @@ async fn certificate_files_reload_on_change_and_bad_ones_are_refused() {
     assert!(e.to_string().contains("no usable private key"), "{e}");
 }
 
+/// `cairn serve` reloads certificate files at SIGHUP (what `systemctl reload` sends) without
+/// waiting for the change check, and keeps serving meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_certificate_files_in_a_running_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Cairn test CA");
+    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    let (a_cert, a_key) = ca.leaf(&["cairn.test"]);
+    write(&cert, &a_cert);
+    write(&key, &a_key);
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut server = cli(&tmp.path().join("data"))
+        .args(["serve", "--listen", &addr.to_string()])
+        .args(["--set", "tls.mode=files"])
+        .args(["--set", &format!("tls.cert_file={}", cert.display())])
+        .args(["--set", &format!("tls.key_file={}", key.display())])
+        // Far beyond the test: only the signal can cause the reload.
+        .args(["--set", "tls.reload_check_secs=3600"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("https://cairn.test:{port}/api/health/live");
+    let serial = |expect: String| {
+        let (root, url) = (ca.pem.clone(), url.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok((resp, info)) = fetch(&client(&root, "cairn.test", addr), &url).await {
+                    assert_eq!(resp.status(), 200);
+                    if info.serial == expect {
+                        return;
+                    }
+                }
+                assert!(Instant::now() < deadline, "never served {expect}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let a = cairn::tls::certs::from_pem(a_cert.as_bytes(), a_key.as_bytes()).unwrap();
+    serial(a.info.serial.clone()).await;
+    let (b_cert, b_key) = ca.leaf(&["cairn.test"]);
+    let b = cairn::tls::certs::from_pem(b_cert.as_bytes(), b_key.as_bytes()).unwrap();
+    write(&key, &b_key);
+    write(&cert, &b_cert);
+    let hup = Command::new("kill")
+        .args(["-HUP", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    serial(b.info.serial.clone()).await;
+    assert!(
+        server.try_wait().unwrap().is_none(),
+        "SIGHUP must not stop the server"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let status = tokio::task::spawn_blocking(move || server.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
 /// Pebble (Let's Encrypt's test CA) and its DNS stub, which answers 127.0.0.1 for every name.
 struct Pebble {
     children: Vec<Child>,
