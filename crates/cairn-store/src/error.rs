@@ -24,6 +24,10 @@ pub enum StoreError {
     /// A failure inside the store itself (a background task that died, a poisoned lock).
     #[error("{0}")]
     Internal(String),
+    /// The keyword index cannot answer yet (SQLite: the in-memory index is still being built
+    /// and there is no FTS5 table to fall back on). Retrying shortly works.
+    #[error("the search index is still being built")]
+    IndexBuilding,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -297,9 +297,7 @@ impl Store {
                     }
                 }
             }
-            return Err(StoreError::Internal(
-                "the in-memory search index is still being built; try again shortly".into(),
-            ));
+            return Err(StoreError::IndexBuilding);
         }
         let member =
             crate::collections::member_check("c.collection_id", "$1", CollectionRole::Viewer);

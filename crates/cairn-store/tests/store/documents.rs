@@ -940,6 +940,18 @@ async fn the_fts5_table_is_kept_only_while_it_answers() {
     assert_eq!(store.keyword_match_count(ann, "granite").await.unwrap(), 50);
     store.delete_document(ann, first.id).await.unwrap();
     assert_eq!(store.index_rows_of(first.id).await.unwrap(), (0, 0));
+    // With neither index able to answer, a keyword query says so (503 at the API), not 500.
+    store.set_search_index(false);
+    let found = store
+        .keyword_candidates(
+            ann,
+            &["granite".to_owned()],
+            &cairn_store::search::SearchFilter::default(),
+            10,
+        )
+        .await;
+    assert!(matches!(found, Err(StoreError::IndexBuilding)), "{found:?}");
+    store.set_search_index(true);
 
     // On again: rebuilt from the chunks there are, complete.
     assert!(store.set_keyword_tables(true).await.unwrap());

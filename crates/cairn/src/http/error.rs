@@ -126,6 +126,11 @@ impl From<StoreError> for ApiError {
                 "conflict",
                 "The change conflicts with the current state; reload and try again.",
             ),
+            StoreError::IndexBuilding => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "search_index_building",
+                "The search index is still being built after a start; try again in a few seconds.",
+            ),
             other => ApiError::internal(other),
         }
     }
@@ -188,6 +193,11 @@ mod tests {
                 StoreError::Other(sqlx::Error::PoolTimedOut),
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
+            ),
+            (
+                StoreError::IndexBuilding,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "search_index_building",
             ),
         ];
         for (err, status, code) in cases {
