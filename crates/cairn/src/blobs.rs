@@ -41,6 +41,30 @@ pub enum BlobError {
     Config(String),
 }
 
+/// Bytes as `object_store` streams them.
+pub type ByteStream = futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>;
+
+/// A local file with its size, read 1 MiB at a time; `None` when it does not exist.
+/// `object_store`'s local reader hands out 8 KiB pieces, one blocking task each, which capped
+/// backups near 70 MB/s.
+pub async fn local_file_stream(
+    path: &std::path::Path,
+) -> std::io::Result<Option<(u64, ByteStream)>> {
+    let file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let size = file.metadata().await?.len();
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).map(|r| {
+        r.map_err(|e| object_store::Error::Generic {
+            store: "local",
+            source: Box::new(e),
+        })
+    });
+    Ok(Some((size, stream.boxed())))
+}
+
 fn local_error(e: std::io::Error) -> BlobError {
     BlobError::Store(object_store::Error::Generic {
         store: "local",
@@ -139,48 +163,6 @@ impl BlobStore {
         self.local.as_deref()
     }
 
-    /// The stored (encrypted) bytes of `key` with their size, as a stream of large pieces;
-    /// `None` when there is no such blob. A local file is read directly, 1 MiB at a time:
-    /// `object_store`'s local reader hands out 8 KiB pieces, one blocking task each, which
-    /// capped backups near 70 MB/s.
-    async fn stored(
-        &self,
-        key: &str,
-    ) -> Result<
-        Option<(
-            u64,
-            futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
-        )>,
-        BlobError,
-    > {
-        let local = self.local.as_ref().filter(|_| {
-            std::path::Path::new(key)
-                .components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)))
-        });
-        let Some(dir) = local else {
-            return match self.store.get(&StorePath::from(key)).await {
-                Ok(r) => Ok(Some((r.meta.size, r.into_stream()))),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e.into()),
-            };
-        };
-        let path = dir.join(key);
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(local_error(e)),
-        };
-        let size = file.metadata().await.map_err(local_error)?.len();
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).map(|r| {
-            r.map_err(|e| object_store::Error::Generic {
-                store: "local",
-                source: Box::new(e),
-            })
-        });
-        Ok(Some((size, stream.boxed())))
-    }
-
     /// Start writing an encrypted blob under `key`.
     pub async fn writer(&self, key: &str, file_key: &FileKey) -> Result<BlobWriter, BlobError> {
         let mut nonce = [0u8; NONCE_PREFIX];
@@ -210,7 +192,7 @@ impl BlobStore {
         impl futures::Stream<Item = Result<bytes::Bytes, BlobError>> + Send + 'static,
         BlobError,
     > {
-        let Some((_, inner)) = self.stored(key).await? else {
+        let Some((_, inner)) = self.raw_get(key).await? else {
             return Err(BlobError::Store(object_store::Error::NotFound {
                 path: key.to_owned(),
                 source: "no such blob".into(),
@@ -284,18 +266,20 @@ impl BlobStore {
         Ok(out)
     }
 
-    /// A blob exactly as stored (still encrypted), with its size: for backups.
-    pub async fn raw_get(
-        &self,
-        key: &str,
-    ) -> Result<
-        Option<(
-            u64,
-            futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
-        )>,
-        BlobError,
-    > {
-        self.stored(key).await
+    /// A blob exactly as stored (still encrypted), with its size, as a stream of large
+    /// pieces; `None` when there is no such blob. For backups, and under [`Self::reader`].
+    pub async fn raw_get(&self, key: &str) -> Result<Option<(u64, ByteStream)>, BlobError> {
+        let plain_key = std::path::Path::new(key)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if let Some(dir) = self.local.as_ref().filter(|_| plain_key) {
+            return local_file_stream(&dir.join(key)).await.map_err(local_error);
+        }
+        match self.store.get(&StorePath::from(key)).await {
+            Ok(r) => Ok(Some((r.meta.size, r.into_stream()))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Start storing a blob's bytes as they are (already encrypted): for restores.
@@ -320,7 +304,7 @@ impl BlobStore {
 
 /// The state of a streamed decryption.
 struct Decrypting {
-    inner: futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
+    inner: ByteStream,
     cipher: Option<XChaCha20Poly1305>,
     decryptor: Option<DecryptorBE32<XChaCha20Poly1305>>,
     buf: Vec<u8>,

@@ -70,6 +70,18 @@ pub async fn run(config: Config, cmd: &BackupCommand) -> ExitCode {
     }
 }
 
+/// The database and file storage a backup reads or a restore writes.
+async fn open_storage(
+    config: &Config,
+) -> Result<(cairn_store::Db, crate::blobs::BlobStore), ExitCode> {
+    let db = app::connect_db(config)
+        .await
+        .map_err(|e| fail("cannot open the database", e))?;
+    let blobs = crate::blobs::BlobStore::from_config(config)
+        .map_err(|e| fail("cannot open file storage", e))?;
+    Ok((db, blobs))
+}
+
 async fn create(config: Config, json: bool, no_rotate: bool) -> ExitCode {
     if let Err(e) = crate::datadir::prepare(&config.data_dir) {
         return fail("cannot use the data directory", e);
@@ -78,13 +90,9 @@ async fn create(config: Config, json: bool, no_rotate: bool) -> ExitCode {
         Ok(k) => k,
         Err(e) => return fail("cannot load keys", e),
     };
-    let db = match app::connect_db(&config).await {
-        Ok(db) => db,
-        Err(e) => return fail("cannot open the database", e),
-    };
-    let blobs = match crate::blobs::BlobStore::from_config(&config) {
-        Ok(b) => b,
-        Err(e) => return fail("cannot open file storage", e),
+    let (db, blobs) = match open_storage(&config).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     let ctx = Context {
         config: &config,
@@ -213,13 +221,9 @@ async fn restore(config: Config, backup: &str, replace: bool) -> ExitCode {
         Ok(k) => k,
         Err(e) => return fail("cannot restore", e),
     };
-    let db = match app::connect_db(&config).await {
-        Ok(db) => db,
-        Err(e) => return fail("cannot open the database", e),
-    };
-    let blobs = match crate::blobs::BlobStore::from_config(&config) {
-        Ok(b) => b,
-        Err(e) => return fail("cannot open file storage", e),
+    let (db, blobs) = match open_storage(&config).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     let restored = match super::restore(&config, &db, &blobs, &key, backup, replace).await {
         Ok(r) => r,

@@ -217,36 +217,14 @@ impl Destination {
     }
 
     /// A backup's bytes as a stream, with its size.
-    pub async fn get(
-        &self,
-        name: &str,
-    ) -> Result<
-        (
-            u64,
-            futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
-        ),
-        BackupError,
-    > {
+    pub async fn get(&self, name: &str) -> Result<(u64, crate::blobs::ByteStream), BackupError> {
         if !valid_name(name) {
             return Err(BackupError::NotFound(name.to_owned()));
         }
         if let Some(dir) = &self.local {
-            // Read directly, 1 MiB at a time (`object_store`'s local reader: 8 KiB pieces).
-            let file = match tokio::fs::File::open(dir.join(name)).await {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(BackupError::NotFound(name.into()))
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let size = file.metadata().await?.len();
-            let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).map(|r| {
-                r.map_err(|e| object_store::Error::Generic {
-                    store: "local",
-                    source: Box::new(e),
-                })
-            });
-            return Ok((size, stream.boxed()));
+            return crate::blobs::local_file_stream(&dir.join(name))
+                .await?
+                .ok_or_else(|| BackupError::NotFound(name.into()));
         }
         match self.store.get(&self.path(name)).await {
             Ok(r) => Ok((r.meta.size, r.into_stream())),

@@ -95,15 +95,13 @@ pub async fn upkeep(
     metrics: &Metrics,
 ) {
     let hosts = config.tls_hosts();
-    let margin = i64::from(config.tls.renew_before_days) * 86_400;
+    let margin = super::renew_margin(config);
     let mut failures = 0u32;
     loop {
         let wait = match resolver.info() {
             Some((info, false)) if info.covers(&hosts) && !info.due(certs::now(), margin) => {
-                let lifetime = (info.not_after - info.not_before).max(0);
-                let due_at = info.not_after - margin.min(lifetime / 3);
                 Some(Duration::from_secs(
-                    u64::try_from(due_at - certs::now()).unwrap_or(0),
+                    u64::try_from(info.renew_at(margin) - certs::now()).unwrap_or(0),
                 ))
             }
             _ => None,

@@ -39,12 +39,16 @@ pub struct CertInfo {
 }
 
 impl CertInfo {
-    /// Whether it is due for renewal at `now`: within `before_secs` of expiry, but never before
-    /// the last third of its lifetime (so a short-lived certificate is not renewed forever).
-    pub fn due(&self, now: i64, before_secs: i64) -> bool {
+    /// When it is due for renewal: `before_secs` before expiry, but never before the last
+    /// third of its lifetime (so a short-lived certificate is not renewed forever).
+    pub fn renew_at(&self, before_secs: i64) -> i64 {
         let lifetime = (self.not_after - self.not_before).max(0);
-        let margin = before_secs.min(lifetime / 3);
-        now >= self.not_after - margin
+        self.not_after - before_secs.min(lifetime / 3)
+    }
+
+    /// Whether it is due for renewal at `now` (see [`Self::renew_at`]).
+    pub fn due(&self, now: i64, before_secs: i64) -> bool {
+        now >= self.renew_at(before_secs)
     }
 
     /// Whether it covers every one of `hosts` (case-insensitive; `*.example.com` covers one label).

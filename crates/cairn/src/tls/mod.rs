@@ -281,7 +281,7 @@ fn file_paths(config: &Config) -> Result<(&Path, &Path), TlsError> {
     }
 }
 
-fn renew_margin(config: &Config) -> i64 {
+pub(crate) fn renew_margin(config: &Config) -> i64 {
     i64::from(config.tls.renew_before_days) * 86_400
 }
 

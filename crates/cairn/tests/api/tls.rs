@@ -357,47 +357,17 @@ async fn certificate_files_reload_on_change_and_bad_ones_are_refused() {
     served(b.info.serial.clone()).await;
 
     // A broken file is not loaded: the previous certificate stays, and the failure is counted.
-    let metrics = || async {
-        reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .build()
-            .unwrap()
-            .get(format!("https://127.0.0.1:{}/metrics", app.addr.port()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    let failures = |text: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix("cairn_tls_renewal_failures_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let before = failures(&metrics().await);
+    let before = renewal_failures(&metrics(app.addr).await);
     write(
         &cert,
         "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let metrics = metrics().await;
-        if failures(&metrics) > before {
-            assert!(metrics.contains(&format!(
-                "cairn_tls_certificate_expiry_timestamp_seconds {}",
-                b.info.not_after
-            )));
-            assert!(metrics.contains("cairn_tls_handshakes_total{result=\"ok\"}"));
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the failed reload was not counted"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let metrics = wait_for_failures_above(app.addr, before).await;
+    assert!(metrics.contains(&format!(
+        "cairn_tls_certificate_expiry_timestamp_seconds {}",
+        b.info.not_after
+    )));
+    assert!(metrics.contains("cairn_tls_handshakes_total{result=\"ok\"}"));
     served(b.info.serial.clone()).await;
     app.stop().await.unwrap();
 
@@ -705,7 +675,7 @@ async fn acme_certificates_come_from_a_real_acme_server() {
         .await;
     let again = wait_for_issued(&root, "cairn.test", app.addr).await;
     assert_eq!(again.serial, issued.serial);
-    wait_for_failure(app.addr).await;
+    wait_for_failures_above(app.addr, 0).await;
     app.stop().await.unwrap();
 
     // TLS-ALPN-01, answered on the HTTPS port itself.
@@ -748,28 +718,41 @@ async fn acme_certificates_come_from_a_real_acme_server() {
     .unwrap();
     assert!(info.self_issued && info.names.contains(&"cairn.test".to_owned()));
     let _ = resp.text().await.unwrap();
-    wait_for_failure(app.addr).await;
+    wait_for_failures_above(app.addr, 0).await;
     app.stop().await.unwrap();
 }
 
-/// Wait until the server has counted a failed attempt to obtain a certificate.
-async fn wait_for_failure(addr: SocketAddr) {
-    let any = reqwest::Client::builder()
+/// The server's `/metrics` text, over HTTPS from the loopback.
+async fn metrics(addr: SocketAddr) -> String {
+    reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
         .build()
-        .unwrap();
+        .unwrap()
+        .get(format!("https://127.0.0.1:{}/metrics", addr.port()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+fn renewal_failures(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cairn_tls_renewal_failures_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Wait until the server has counted more failed attempts to obtain, renew or reload its
+/// certificate than `before`; the metrics then.
+async fn wait_for_failures_above(addr: SocketAddr, before: u64) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let metrics = any
-            .get(format!("https://127.0.0.1:{}/metrics", addr.port()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metrics.contains("cairn_tls_renewal_failures_total 1") {
-            return;
+        let text = metrics(addr).await;
+        if renewal_failures(&text) > before {
+            return text;
         }
         assert!(
             Instant::now() < deadline,
