@@ -41,7 +41,11 @@ struct Args {
     /// Cold starts to time (the median is reported).
     #[arg(long, default_value_t = 15)]
     starts: usize,
-    /// Which measurements: chassis, accounts, documents, search, chat, ops, or all.
+    /// Ingest: how many times to run the ingestion measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Which measurements: chassis, accounts, documents, search, chat, ops, or all; or
+    /// ingest, the documents scenario's Markdown ingestion figure alone, `--runs` times.
     #[arg(long, default_value = "all")]
     only: String,
     /// Ops: the database size of the workspace to back up, in MB.
@@ -106,6 +110,10 @@ fn main() -> anyhow::Result<()> {
         if args.only == "search" {
             return Ok(());
         }
+    }
+    if args.only == "ingest" {
+        // Only the headline ingestion figure, several times: for comparing changes.
+        return documents::run_ingest(&binary, &args.json, args.runs.max(1));
     }
     if args.only == "documents" || args.only == "all" {
         documents::run(&runtime, &binary, &args.json)?;

@@ -101,6 +101,21 @@ pub struct ChunkLocation {
 pub fn count_tokens(text: &str) -> usize {
     let mut tokens = 0;
     let mut run = 0;
+    if text.is_ascii() {
+        // The same rules byte by byte, without decoding characters.
+        for &b in text.as_bytes() {
+            if b.is_ascii_alphanumeric() {
+                run += 1;
+                continue;
+            }
+            tokens += word_tokens(run);
+            run = 0;
+            if !matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r') {
+                tokens += 1;
+            }
+        }
+        return tokens + word_tokens(run);
+    }
     for c in text.chars() {
         if c.is_ascii_alphanumeric() || (!c.is_ascii() && c.is_alphanumeric() && !is_cjk(c)) {
             run += 1;

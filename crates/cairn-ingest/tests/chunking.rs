@@ -25,6 +25,19 @@ fn token_counts_are_a_reasonable_approximation() {
     assert_eq!(count_tokens("internationalization"), 5);
     assert_eq!(count_tokens("日本語"), 3);
     assert_eq!(count_tokens("  café  au lait "), 3);
+    // ASCII text is counted byte by byte; the same text with one more (non-ASCII) word takes
+    // the character path and must count exactly one token more.
+    for text in [
+        "Hello, world!\t(x = 42)\r\n",
+        "a\x0bb\x0cc -- internationalization_2024",
+        "  ",
+    ] {
+        assert_eq!(
+            count_tokens(&format!("{text} é")),
+            count_tokens(text) + 1,
+            "{text:?}"
+        );
+    }
 }
 
 #[test]

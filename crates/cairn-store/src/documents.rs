@@ -322,6 +322,10 @@ impl Store {
         // Many rows per statement: one round trip per batch, not per chunk.
         const BATCH: usize = 200;
         let count = i64::try_from(chunks.len()).unwrap_or(i64::MAX);
+        // SQLite finds a numbered parameter's name by walking a list of all of them, once per
+        // bound value: with 1,400 of them that walk was a twentieth of ingestion's CPU.
+        // Anonymous `?` parameters are bound by position and skip it.
+        let anonymous = matches!(self.db.pool(), crate::Pool::Sqlite(_));
         on_pool!(self.db.pool(), p => {
             let mut tx = p.begin_write().await?;
             let n = sqlx::query(claim).bind(id).bind(count).bind(title).bind(Timestamp::now())
@@ -338,8 +342,12 @@ impl Store {
                     if i > 0 {
                         sql.push_str(", ");
                     }
-                    sql.push_str(&format!("(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                        b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7));
+                    if anonymous {
+                        sql.push_str("(?, ?, ?, ?, ?, ?, ?)");
+                    } else {
+                        sql.push_str(&format!("(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                            b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7));
+                    }
                 }
                 let mut q = sqlx::query(&sql);
                 for c in batch {

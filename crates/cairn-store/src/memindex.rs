@@ -54,16 +54,50 @@ const OP_VECTOR: i64 = 3;
 /// without diacritics, stemmed (Snowball English).
 pub fn index_terms(text: &str) -> Vec<String> {
     let stemmer = Stemmer::create(Algorithm::English);
-    let mut buf = String::new();
-    raw_words(text)
-        .filter_map(|w| term(&stemmer, w, &mut buf))
-        .collect()
+    let mut out = Vec::new();
+    folded_words(text, &mut String::new(), |w| out.push(stem(&stemmer, w)));
+    out
 }
 
-/// One word as the index stores it, if it is one it keeps (not empty, not over-long).
-fn term(stemmer: &Stemmer, word: &str, buf: &mut String) -> Option<String> {
-    fold(word, buf);
-    (!buf.is_empty() && buf.len() <= MAX_WORD_BYTES).then(|| stemmer.stem(buf).into_owned())
+/// A folded word's stem. Numbers are their own stems (no suffix rule applies to digits).
+fn stem(stemmer: &Stemmer, folded: &str) -> String {
+    if folded.bytes().all(|b| b.is_ascii_digit()) {
+        folded.to_owned()
+    } else {
+        stemmer.stem(folded).into_owned()
+    }
+}
+
+/// Each word of `text` the index keeps (not empty, not over-long), folded, in order. ASCII
+/// text, the usual case, is split and lower-cased byte by byte.
+fn folded_words(text: &str, buf: &mut String, mut each: impl FnMut(&str)) {
+    if !text.is_ascii() {
+        for word in raw_words(text) {
+            fold(word, buf);
+            if !buf.is_empty() && buf.len() <= MAX_WORD_BYTES {
+                each(buf);
+            }
+        }
+        return;
+    }
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        if !bytes[at].is_ascii_alphanumeric() {
+            at += 1;
+            continue;
+        }
+        let start = at;
+        while at < bytes.len() && bytes[at].is_ascii_alphanumeric() {
+            at += 1;
+        }
+        if at - start <= MAX_WORD_BYTES {
+            buf.clear();
+            buf.push_str(&text[start..at]);
+            buf.make_ascii_lowercase();
+            each(buf);
+        }
+    }
 }
 
 /// Runs of letters and digits.
@@ -226,7 +260,15 @@ struct Index {
     live: u32,
     dead: u32,
     vectors: Vec<VectorSet>,
+    /// Folded word → term, so a word seen before is not stemmed again (bounded by
+    /// [`WORD_CACHE`]).
+    words: FxHashMap<Box<str>, u32>,
+    /// The terms of the chunk being added (reused).
+    scratch: Vec<u32>,
 }
+
+/// Folded words remembered with their terms; past this, words are stemmed each time.
+const WORD_CACHE: usize = 65_536;
 
 /// A chunk row as the index reads it.
 struct ChunkText {
@@ -248,47 +290,48 @@ pub struct IndexStats {
 }
 
 impl Index {
-    fn add(&mut self, chunk: &ChunkText, stemmer: &Stemmer, cache: &mut FxHashMap<String, u32>) {
+    fn add(&mut self, chunk: &ChunkText, stemmer: &Stemmer) {
         if let Some(&old) = self.by_seq.get(&chunk.seq) {
             self.remove_ix(old);
         }
         let ix = self.docs.len() as u32;
-        let mut counts: FxHashMap<u32, u32> = FxHashMap::default();
-        let mut len = 0u32;
-        let mut buf = String::new();
-        for word in raw_words(&chunk.text) {
-            fold(word, &mut buf);
-            if buf.is_empty() || buf.len() > MAX_WORD_BYTES {
-                continue;
-            }
-            len += 1;
-            let term = match cache.get(buf.as_str()) {
+        let mut found = std::mem::take(&mut self.scratch);
+        found.clear();
+        let (words, terms, postings) = (&mut self.words, &mut self.terms, &mut self.postings);
+        folded_words(&chunk.text, &mut String::new(), |word| {
+            let term = match words.get(word) {
                 Some(&t) => t,
                 None => {
-                    let stem = stemmer.stem(&buf);
-                    let t = match self.terms.get(stem.as_ref()) {
+                    let stem = stem(stemmer, word);
+                    let t = match terms.get(stem.as_str()) {
                         Some(&t) => t,
                         None => {
-                            let t = self.postings.len() as u32;
-                            self.terms.insert(stem.as_ref().into(), t);
-                            self.postings.push(Postings::default());
+                            let t = postings.len() as u32;
+                            terms.insert(stem.into(), t);
+                            postings.push(Postings::default());
                             t
                         }
                     };
-                    cache.insert(buf.clone(), t);
+                    if words.len() < WORD_CACHE {
+                        words.insert(word.into(), t);
+                    }
                     t
                 }
             };
-            *counts.entry(term).or_insert(0) += 1;
-        }
-        for (term, tf) in counts {
-            let p = &mut self.postings[term as usize];
+            found.push(term);
+        });
+        let len = found.len() as u32;
+        // Occurrences per term: sorting a chunk's few hundred terms beats a map.
+        found.sort_unstable();
+        for run in found.chunk_by(|a, b| a == b) {
+            let p = &mut self.postings[run[0] as usize];
             let delta = if p.df == 0 { ix } else { ix - p.last };
             put_varint(&mut p.data, delta);
-            put_varint(&mut p.data, tf);
+            put_varint(&mut p.data, run.len() as u32);
             p.last = ix;
             p.df += 1;
         }
+        self.scratch = found;
         self.docs.push(Doc {
             seq: chunk.seq,
             collection: chunk.collection,
@@ -351,7 +394,8 @@ impl Index {
 
     fn stats(&self) -> IndexStats {
         let postings: usize = self.postings.iter().map(|p| p.data.capacity() + 16).sum();
-        let terms: usize = self.terms.keys().map(|k| k.len() + 24).sum();
+        let terms: usize = self.terms.keys().map(|k| k.len() + 24).sum::<usize>()
+            + self.words.keys().map(|k| k.len() + 24).sum::<usize>();
         let vectors: usize = self
             .vectors
             .iter()
@@ -705,7 +749,6 @@ impl MemIndex {
 
         let apply = move |index: &mut Index| {
             let stemmer = Stemmer::create(Algorithm::English);
-            let mut cache = FxHashMap::default();
             let rows: FxHashMap<i64, ChunkText> = rows.into_iter().map(|r| (r.seq, r)).collect();
             let vectors: FxHashMap<i64, (i64, Vec<f32>)> =
                 vectors.into_iter().map(|(s, k, v)| (s, (k, v))).collect();
@@ -713,7 +756,7 @@ impl MemIndex {
                 match *op {
                     OP_ADDED => {
                         if let Some(row) = rows.get(seq) {
-                            index.add(row, &stemmer, &mut cache);
+                            index.add(row, &stemmer);
                         }
                     }
                     OP_REMOVED => index.remove(*seq),
@@ -766,7 +809,10 @@ impl MemIndex {
         let mut buf = String::new();
         let stems: Vec<String> = terms
             .iter()
-            .filter_map(|t| term(&stemmer, t, &mut buf))
+            .filter_map(|t| {
+                fold(t, &mut buf);
+                (!buf.is_empty() && buf.len() <= MAX_WORD_BYTES).then(|| stem(&stemmer, &buf))
+            })
             .collect();
         let g = self.index.read().ok()?;
         Some(g.as_ref()?.keyword(&stems, allowed, limit))
@@ -870,7 +916,6 @@ async fn build(pool: &sqlx::SqlitePool) -> StoreResult<Index> {
         last_change,
         ..Index::default()
     };
-    let mut cache: FxHashMap<String, u32> = FxHashMap::default();
     let mut after = i64::MIN;
     loop {
         let sql = format!("{CHUNK_SELECT} WHERE c.seq > $1 ORDER BY c.seq LIMIT $2");
@@ -886,19 +931,16 @@ async fn build(pool: &sqlx::SqlitePool) -> StoreResult<Index> {
             .map(chunk_text)
             .collect::<StoreResult<Vec<_>>>()?;
         // Tokenising is the expensive part: off the async runtime.
-        let (i, c) = tokio::task::spawn_blocking(move || {
+        index = tokio::task::spawn_blocking(move || {
             let stemmer = Stemmer::create(Algorithm::English);
             for t in &texts {
-                index.add(t, &stemmer, &mut cache);
+                index.add(t, &stemmer);
             }
-            (index, cache)
+            index
         })
         .await
         .map_err(|e| StoreError::Internal(format!("search index build: {e}")))?;
-        index = i;
-        cache = c;
     }
-    drop(cache);
     for dims in vector_tables(&mut tx).await? {
         let sql = format!("SELECT rowid, model_key, embedding FROM chunk_vectors_{dims}");
         let mut rows = sqlx::query(&sql).fetch(&mut *tx);
@@ -959,26 +1001,28 @@ mod tests {
     }
 
     #[test]
+    fn ascii_text_splits_and_folds_as_unicode_text_does() {
+        let long = "x".repeat(MAX_WORD_BYTES + 1);
+        let ascii = format!("Hello, WORLD!\tit's 2024_x10s--done\x0bRuns {long} ok");
+        let terms = index_terms(&ascii);
+        assert_eq!(
+            terms,
+            vec!["hello", "world", "it", "s", "2024", "x10s", "done", "run", "ok"]
+        );
+        // The same text with one non-ASCII word takes the char-by-char path.
+        let mut unicode = index_terms(&format!("{ascii} Été"));
+        assert_eq!(unicode.pop().as_deref(), Some("ete"));
+        assert_eq!(unicode, terms);
+    }
+
+    #[test]
     fn bm25_ranks_like_fts5_and_respects_access_and_removal() {
         let stemmer = Stemmer::create(Algorithm::English);
-        let mut cache = FxHashMap::default();
         let mut ix = Index::default();
-        ix.add(
-            &chunk(1, 10, "the cat sat on the mat"),
-            &stemmer,
-            &mut cache,
-        );
-        ix.add(
-            &chunk(2, 10, "cats and dogs and cats"),
-            &stemmer,
-            &mut cache,
-        );
-        ix.add(
-            &chunk(3, 20, "a dog barked at the cat"),
-            &stemmer,
-            &mut cache,
-        );
-        ix.add(&chunk(4, 10, "nothing to see"), &stemmer, &mut cache);
+        ix.add(&chunk(1, 10, "the cat sat on the mat"), &stemmer);
+        ix.add(&chunk(2, 10, "cats and dogs and cats"), &stemmer);
+        ix.add(&chunk(3, 20, "a dog barked at the cat"), &stemmer);
+        ix.add(&chunk(4, 10, "nothing to see"), &stemmer);
         let q = index_terms("cats");
         let all = ix.keyword(&q, &allowed(&[10, 20]), 10);
         // Two occurrences in a short chunk beat one.
@@ -990,14 +1034,13 @@ mod tests {
         let after = ix.keyword(&q, &allowed(&[10, 20]), 1);
         assert_eq!(after.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1]);
         // Re-adding a seq replaces its text.
-        ix.add(&chunk(1, 10, "only dogs now"), &stemmer, &mut cache);
+        ix.add(&chunk(1, 10, "only dogs now"), &stemmer);
         assert!(ix.keyword(&q, &allowed(&[10]), 10).is_empty());
     }
 
     #[test]
     fn quantised_vectors_keep_the_order_of_cosines() {
         let stemmer = Stemmer::create(Algorithm::English);
-        let mut cache = FxHashMap::default();
         let mut ix = Index::default();
         let unit = |v: [f32; 3]| {
             let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -1008,7 +1051,7 @@ mod tests {
             (2, [0.8, 0.6, 0.0]),
             (3, [0.0, 1.0, 0.0]),
         ] {
-            ix.add(&chunk(seq, 10, "x"), &stemmer, &mut cache);
+            ix.add(&chunk(seq, 10, "x"), &stemmer);
             ix.put_vector(seq, 7, &unit(v));
         }
         let got = ix.nearest(7, &unit([0.9, 0.1, 0.0]), &allowed(&[10]), 3);

@@ -223,13 +223,20 @@ impl InlineText {
         }
         let mut space = self.pending_space || fragment.starts_with(char::is_whitespace);
         let mut any_word = false;
-        for word in fragment.split_whitespace() {
+        let mut add = |word: &str| {
             if space && !self.text.is_empty() && !self.text.ends_with([' ', '\n', '\t']) {
                 self.text.push(' ');
             }
             self.text.push_str(word);
             space = true;
             any_word = true;
+        };
+        // ASCII text (most of it) is split byte by byte; Unicode's whitespace (which also
+        // counts the vertical tab) needs the char-by-char split.
+        if fragment.is_ascii() && !fragment.contains('\x0b') {
+            fragment.split_ascii_whitespace().for_each(&mut add);
+        } else {
+            fragment.split_whitespace().for_each(&mut add);
         }
         self.pending_space = !any_word || fragment.ends_with(char::is_whitespace);
     }
