@@ -143,15 +143,30 @@ fn ingestion(
     files: usize,
     each: usize,
     separate_worker: bool,
-) -> anyhow::Result<(f64, f64)> {
-    ingestion_with(binary, files, each, separate_worker, &[]).map(|(a, b, _)| (a, b))
+) -> anyhow::Result<Ingested> {
+    ingestion_with(binary, files, each, separate_worker, &[])
+}
+
+/// What one ingestion measurement found.
+struct Ingested {
+    /// Upload start (or worker start) to found by a keyword search.
+    mb_per_sec: f64,
+    /// The uploads alone.
+    upload_mb_per_sec: f64,
+    chunks: i64,
+    /// CPU seconds the server used over the same span, per MB ingested.
+    server_cpu_ms_per_mb: f64,
 }
 
 /// Ingestion with the local embedding model in `model_dir`: (MB/s, chunks/s) from upload to
 /// every chunk embedded.
 pub fn ingestion_with_embeddings(binary: &Path, model_dir: &Path) -> anyhow::Result<(f64, f64)> {
     let dir = model_dir.display().to_string();
-    let (mb_s, _, chunks) = ingestion_with(
+    let Ingested {
+        mb_per_sec: mb_s,
+        chunks,
+        ..
+    } = ingestion_with(
         binary,
         4,
         256 * 1024,
@@ -171,7 +186,7 @@ fn ingestion_with(
     each: usize,
     separate_worker: bool,
     extra: &[(&str, &str)],
-) -> anyhow::Result<(f64, f64, i64)> {
+) -> anyhow::Result<Ingested> {
     let data = tempfile::tempdir()?;
     create_owner(binary, data.path())?;
     let workers = if separate_worker { "0" } else { "2" };
@@ -189,6 +204,7 @@ fn ingestion_with(
     let collection = c["id"].as_str().context("no collection id")?.to_owned();
     let bodies: Vec<Vec<u8>> = (0..files).map(|i| markdown(i * 1000, each)).collect();
     let total: usize = bodies.iter().map(Vec::len).sum();
+    let cpu_before = s.cpu_seconds().unwrap_or(0.0);
     let started = Instant::now();
     let mut ids = Vec::new();
     for (i, body) in bodies.iter().enumerate() {
@@ -241,6 +257,7 @@ fn ingestion_with(
         "the keyword search found nothing: {hits}"
     );
     let elapsed = started.elapsed();
+    let cpu = s.cpu_seconds().unwrap_or(0.0) - cpu_before;
     let mut chunks = 0;
     for id in &ids {
         let d = get_json(s.addr, &format!("/api/documents/{id}"), &token)?;
@@ -252,11 +269,12 @@ fn ingestion_with(
     }
     s.stop()?;
     let mb = total as f64 / 1e6;
-    Ok((
-        mb / elapsed.as_secs_f64(),
-        mb / uploaded.as_secs_f64(),
+    Ok(Ingested {
+        mb_per_sec: mb / elapsed.as_secs_f64(),
+        upload_mb_per_sec: mb / uploaded.as_secs_f64(),
         chunks,
-    ))
+        server_cpu_ms_per_mb: cpu * 1000.0 / mb,
+    })
 }
 
 /// Peak-RSS growth of the server while it takes one upload of `size` bytes.
@@ -426,11 +444,12 @@ pub fn run_ingest(binary: &Path, json_path: &Path, runs: usize) -> anyhow::Resul
     let (files, each) = (25, 4 << 20);
     let mut all = Vec::new();
     for run in 1..=runs {
-        let (mbs, upload) = ingestion(binary, files, each, false)?;
+        let r = ingestion(binary, files, each, false)?;
         println!(
-            "run {run}: Markdown upload → found by a keyword search {mbs:.1} MB/s (uploads {upload:.1} MB/s)"
+            "run {run}: Markdown upload → found by a keyword search {:.1} MB/s (uploads {:.1} MB/s, server CPU {:.0} ms per MB)",
+            r.mb_per_sec, r.upload_mb_per_sec, r.server_cpu_ms_per_mb
         );
-        all.push(mbs);
+        all.push(r.mb_per_sec);
     }
     let mut sorted = all.clone();
     let median = crate::median(&mut sorted);
@@ -450,8 +469,9 @@ pub fn run(
     json_path: &Path,
 ) -> anyhow::Result<()> {
     let (files, each) = (25, 4 << 20);
-    let (ingest_mbs, upload_mbs) = ingestion(binary, files, each, false)?;
-    let (pipeline_mbs, _) = ingestion(binary, files, each, true)?;
+    let direct = ingestion(binary, files, each, false)?;
+    let (ingest_mbs, upload_mbs) = (direct.mb_per_sec, direct.upload_mb_per_sec);
+    let pipeline_mbs = ingestion(binary, files, each, true)?.mb_per_sec;
     let (pdf_ms, pages) = pdf_parse_ms()?;
     let (rss_added_mb, big_mbs) = big_upload(binary, 1 << 30)?;
     let queue = queue_rate(runtime, 5000, 4)?;
@@ -466,6 +486,10 @@ pub fn run(
     println!(
         "{:<52} {:>7.1} MB/s",
         "  uploads alone (workers busy meanwhile)", upload_mbs
+    );
+    println!(
+        "{:<52} {:>9.0} ms",
+        "  server CPU per MB ingested", direct.server_cpu_ms_per_mb
     );
     println!(
         "{:<52} {:>7.1} MB/s  >= 20 MB/s",
@@ -487,6 +511,7 @@ pub fn run(
     );
     let report = json!({
         "ingest_markdown_mb_per_sec": ingest_mbs,
+        "ingest_markdown_server_cpu_ms_per_mb": direct.server_cpu_ms_per_mb,
         "upload_markdown_mb_per_sec": upload_mbs,
         "queued_to_indexed_markdown_mb_per_sec": pipeline_mbs,
         "pdf_100_pages_ms": pdf_ms,

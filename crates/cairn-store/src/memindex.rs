@@ -312,7 +312,8 @@ impl Index {
                             t
                         }
                     };
-                    if words.len() < WORD_CACHE {
+                    // Numbers are mostly one-offs (and need no stemming): not remembered.
+                    if words.len() < WORD_CACHE && !word.bytes().all(|b| b.is_ascii_digit()) {
                         words.insert(word.into(), t);
                     }
                     t
