@@ -189,6 +189,28 @@ impl Store {
         }
     }
 
+    /// Keep the in-process index following writes made by other processes (`cairn worker`,
+    /// `cairn import`): a catch-up every `every`, so their chunks are folded in as they land
+    /// rather than all at once in the first search after them. A look that finds nothing new
+    /// costs one indexed read. `None` on PostgreSQL, which has no such index.
+    pub fn follow_search_index(
+        &self,
+        every: std::time::Duration,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let crate::Pool::Sqlite(_) = self.db.pool() else {
+            return None;
+        };
+        let store = self.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                store.nudge_search_index();
+            }
+        }))
+    }
+
     /// Wait (up to `timeout`) until the in-process index is built and current; whether it is.
     pub async fn search_index_ready(&self, timeout: std::time::Duration) -> StoreResult<bool> {
         let crate::Pool::Sqlite(p) = self.db.pool() else {

@@ -204,6 +204,11 @@ impl Application {
         let scheduler = crate::documents::worker::spawn_scheduler(&state);
         // Build the in-memory search index now, not at the first question.
         state.store.warm_search_index();
+        // Chunks another process stores (`cairn worker`, `cairn import`) reach the index
+        // within a second.
+        let follow = state
+            .store
+            .follow_search_index(std::time::Duration::from_secs(1));
         let feed = crate::auth::standing_feed::start(&state.config, &state.store);
         let workers = crate::documents::worker::spawn(&state, state.config.ingest.workers);
         let make_service = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -273,6 +278,9 @@ impl Application {
             _ = deadline => tracing::warn!("drain deadline reached; closing remaining connections"),
         }
         scheduler.abort();
+        if let Some(follow) = follow {
+            follow.abort();
+        }
         for task in tls_tasks {
             task.abort();
         }

@@ -881,6 +881,21 @@ async fn the_memory_index_follows_writes_from_another_process() {
             .len(),
         1
     );
+
+    // Following: chunks written elsewhere are folded in without a query asking for them.
+    let follow = reader
+        .follow_search_index(std::time::Duration::from_millis(50))
+        .expect("SQLite follows");
+    add("dddd", "foxtrot golf").await;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while reader.search_index_stats().unwrap().chunks < 3 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the index did not follow"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    follow.abort();
 }
 
 /// The FTS5 table is emptied when the in-memory index takes over, left alone by writes while
