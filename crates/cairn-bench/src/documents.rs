@@ -91,12 +91,38 @@ pub(crate) fn upload(
     serde_json::from_str(body).with_context(|| out.clone())
 }
 
-/// Markdown of about `size` bytes: sections of varied sentences.
+/// Markdown of about `size` bytes: sections of varied sentences over a vocabulary of some
+/// 6,000 words, a few very common and most rare (as in prose), so the index meets new words
+/// throughout rather than the same handful.
 pub(crate) fn markdown(seed: usize, size: usize) -> Vec<u8> {
-    let words = [
+    let common = [
         "granite", "trail", "ridge", "cairn", "weather", "compass", "valley", "summit", "river",
         "bridge", "forest", "marker", "north", "south", "season", "snow", "path", "stone",
     ];
+    let syllables = [
+        "ka", "lo", "mi", "ren", "dal", "tor", "vin", "sha", "pe", "gru", "ost", "el", "an", "ber",
+        "cu", "fe",
+    ];
+    let mut vocabulary: Vec<String> = common.iter().map(|w| (*w).to_owned()).collect();
+    for n in 0..6_000usize {
+        let parts = 2 + n % 3;
+        let word: String = (0..parts)
+            .map(|k| syllables[(n / 16usize.pow(k as u32) + k * 5) % syllables.len()])
+            .collect();
+        vocabulary.push(if n % 4 == 0 {
+            format!("{word}ing")
+        } else {
+            word
+        });
+    }
+    // xorshift: the same text for the same seed, no dependency.
+    let mut state = (seed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
     let mut out = String::with_capacity(size + 256);
     let mut i = seed;
     let mut section = 0;
@@ -106,7 +132,11 @@ pub(crate) fn markdown(seed: usize, size: usize) -> Vec<u8> {
             out.push_str(&format!("\n## Section {section}\n\n"));
         }
         let sentence: Vec<&str> = (0..12)
-            .map(|k| words[(i * 7 + k * 13) % words.len()])
+            .map(|_| {
+                let u = next();
+                vocabulary[((u * u * u * u) * vocabulary.len() as f64) as usize % vocabulary.len()]
+                    .as_str()
+            })
             .collect();
         out.push_str(&format!("Note {i}: {}.", sentence.join(" ")));
         out.push(if i % 5 == 4 { '\n' } else { ' ' });

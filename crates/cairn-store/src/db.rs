@@ -158,6 +158,13 @@ pub(crate) fn register_sqlite_vec() {
             *mut *mut std::os::raw::c_char,
             *const libsqlite3_sys::sqlite3_api_routines,
         ) -> std::os::raw::c_int;
+        // SAFETY: `sqlite3_config` is called before SQLite initialises (which
+        // `sqlite3_auto_extension` does next); after that it only returns SQLITE_MISUSE and
+        // changes nothing. Without memory statistics, each of SQLite's allocations skips a
+        // global mutex (Cairn reads none of those statistics).
+        unsafe {
+            libsqlite3_sys::sqlite3_config(libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS, 0);
+        }
         // SAFETY: `sqlite3_vec_init` is the extension's entry point, whose real signature is
         // `Init`; the crate declares it without arguments only to avoid a dependency on SQLite
         // types. SQLite calls it for each new connection, as for any auto extension.
