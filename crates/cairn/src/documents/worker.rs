@@ -319,7 +319,12 @@ pub fn spawn_scheduler(state: &AppState) -> tokio::task::JoinHandle<()> {
             let now = chrono::Utc::now();
             let slots = due_slots(&state.config, now);
             if queued != Some(slots) {
-                schedule_due(&state, now).await;
+                let fresh_slot = schedule_due(&state, now).await;
+                if queued.is_none() && !fresh_slot {
+                    // This slot's round already ran (or is queued) before this start; run one
+                    // more now, so changed retention settings apply from the start.
+                    queue_start_maintenance(&state).await;
+                }
                 queued = Some(slots);
             }
         }
@@ -348,8 +353,24 @@ fn due_slots(
     (slot, backup)
 }
 
-/// Queue the jobs whose slot has come at `now` (unless queued already).
-pub async fn schedule_due(state: &AppState, now: chrono::DateTime<chrono::Utc>) {
+/// A maintenance round for this start, outside the slots.
+async fn queue_start_maintenance(state: &AppState) {
+    let job = NewJob {
+        kind: MAINTENANCE_JOB.into(),
+        subject: Some(format!("start:{}", Id::new())),
+        payload: serde_json::json!({}),
+        max_attempts: 1,
+        timeout_secs: 600,
+    };
+    match state.store.enqueue_job(&job).await {
+        Ok(_) => state.jobs_ready.notify_waiters(),
+        Err(e) => tracing::warn!(error = %e, "could not queue maintenance at start"),
+    }
+}
+
+/// Queue the jobs whose slot has come at `now` (unless queued already); whether this call
+/// queued the slot's maintenance.
+pub async fn schedule_due(state: &AppState, now: chrono::DateTime<chrono::Utc>) -> bool {
     let (slot, backup_slot) = due_slots(&state.config, now);
     let maintenance = NewJob {
         kind: MAINTENANCE_JOB.into(),
@@ -364,6 +385,7 @@ pub async fn schedule_due(state: &AppState, now: chrono::DateTime<chrono::Utc>) 
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "could not queue maintenance"),
     }
+    let maintenance_queued = queued;
     if let Some(due) = backup_slot {
         let mut job = crate::backup::routes::backup_job("scheduled");
         job.subject = Some(format!("slot:{due}"));
@@ -376,6 +398,7 @@ pub async fn schedule_due(state: &AppState, now: chrono::DateTime<chrono::Utc>) 
     if queued {
         state.jobs_ready.notify_waiters();
     }
+    maintenance_queued
 }
 
 /// Maintenance and backups: run, then complete or fail the job.
