@@ -126,19 +126,24 @@ async fn work(state: AppState, name: String, running: Running) {
     }
 }
 
-/// Extend `job`'s lease every third of its timeout until aborted; `alive` turns false when
+/// A running heartbeat; it stops when dropped — also when the worker running the job is
+/// itself stopped mid-job, which must not leave it beating (and holding the server's state).
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Extend `job`'s lease every third of its timeout until dropped; `alive` turns false when
 /// the job is no longer this worker's (cancelled, or taken back by the watchdog).
-fn heartbeat(
-    state: &AppState,
-    worker: &str,
-    job: &JobRow,
-    alive: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
+fn heartbeat(state: &AppState, worker: &str, job: &JobRow, alive: Arc<AtomicBool>) -> Heartbeat {
     let state = state.clone();
     let worker = worker.to_owned();
     let every = Duration::from_secs(u64::try_from(job.timeout_secs).unwrap_or(300).max(3) / 3);
     let id = job.id;
-    tokio::spawn(async move {
+    Heartbeat(tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
             match state.store.heartbeat_job(id, &worker, None).await {
@@ -150,7 +155,7 @@ fn heartbeat(
                 Err(e) => tracing::warn!(error = %e, "job heartbeat failed"),
             }
         }
-    })
+    }))
 }
 
 /// Run one claimed job to its end, heartbeating meanwhile.
@@ -179,7 +184,7 @@ pub async fn run_job(state: &AppState, worker: &str, job: JobRow) {
             message: "the job names no document".into(),
         }),
     };
-    beat.abort();
+    drop(beat);
     let store = &state.store;
     let outcome = match result {
         Ok(Outcome::Done) => store.complete_job(job.id, worker).await.map(|_| ()),
@@ -436,7 +441,7 @@ async fn run_system_job(state: &AppState, worker: &str, job: JobRow) {
             }
         }
     };
-    beat.abort();
+    drop(beat);
     let done = match result {
         Ok(()) => state.store.complete_job(job.id, worker).await.map(|_| ()),
         Err(message) => {
