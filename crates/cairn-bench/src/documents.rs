@@ -91,6 +91,29 @@ pub(crate) fn upload(
     serde_json::from_str(body).with_context(|| out.clone())
 }
 
+/// Upload `body` as one streamed multipart request; the new document's id.
+pub(crate) fn upload_body(
+    addr: SocketAddr,
+    token: &str,
+    collection: &str,
+    filename: &str,
+    body: &[u8],
+) -> anyhow::Result<String> {
+    let mut at = 0;
+    let d = upload(
+        addr,
+        token,
+        collection,
+        filename,
+        body.len() as u64,
+        |buf| {
+            buf.copy_from_slice(&body[at..at + buf.len()]);
+            at += buf.len();
+        },
+    )?;
+    Ok(d["id"].as_str().with_context(|| d.to_string())?.to_owned())
+}
+
 /// Markdown of about `size` bytes: sections of varied sentences over a vocabulary of some
 /// 6,000 words, a few very common and most rare (as in prose), so the index meets new words
 /// throughout rather than the same handful.
@@ -238,19 +261,13 @@ fn ingestion_with(
     let started = Instant::now();
     let mut ids = Vec::new();
     for (i, body) in bodies.iter().enumerate() {
-        let mut at = 0;
-        let d = upload(
+        ids.push(upload_body(
             s.addr,
             &token,
             &collection,
             &format!("notes-{i}.md"),
-            body.len() as u64,
-            |buf| {
-                buf.copy_from_slice(&body[at..at + buf.len()]);
-                at += buf.len();
-            },
-        )?;
-        ids.push(d["id"].as_str().with_context(|| d.to_string())?.to_owned());
+            body,
+        )?);
     }
     let uploaded = started.elapsed();
     let mut worker = None;

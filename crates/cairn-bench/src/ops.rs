@@ -11,7 +11,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::accounts::create_owner;
-use crate::documents::{markdown, post_json, sign_in, upload, wait_ready};
+use crate::documents::{markdown, post_json, sign_in, upload_body, wait_ready};
 use crate::load;
 use crate::server::Server;
 
@@ -115,19 +115,13 @@ fn workspace(binary: &Path, data: &Path, size: &BackupSize) -> anyhow::Result<(u
         let mut batch = Vec::new();
         for _ in 0..8 {
             let body = markdown(i * 7919, 8 << 20);
-            let mut at = 0;
-            let d = upload(
+            batch.push(upload_body(
                 s.addr,
                 &token,
                 &collection,
                 &format!("notes-{i}.md"),
-                body.len() as u64,
-                |buf| {
-                    buf.copy_from_slice(&body[at..at + buf.len()]);
-                    at += buf.len();
-                },
-            )?;
-            batch.push(d["id"].as_str().with_context(|| d.to_string())?.to_owned());
+                &body,
+            )?);
             i += 1;
         }
         wait_ready(s.addr, &token, &batch)?;

@@ -59,9 +59,18 @@ pub fn index_terms(text: &str) -> Vec<String> {
     out
 }
 
+/// Whether the index keeps a folded word: not empty, not over-long.
+fn kept(folded: &str) -> bool {
+    !folded.is_empty() && folded.len() <= MAX_WORD_BYTES
+}
+
+fn is_number(word: &str) -> bool {
+    word.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// A folded word's stem. Numbers are their own stems (no suffix rule applies to digits).
 fn stem(stemmer: &Stemmer, folded: &str) -> String {
-    if folded.bytes().all(|b| b.is_ascii_digit()) {
+    if is_number(folded) {
         folded.to_owned()
     } else {
         stemmer.stem(folded).into_owned()
@@ -74,7 +83,7 @@ fn folded_words(text: &str, buf: &mut String, mut each: impl FnMut(&str)) {
     if !text.is_ascii() {
         for word in raw_words(text) {
             fold(word, buf);
-            if !buf.is_empty() && buf.len() <= MAX_WORD_BYTES {
+            if kept(buf) {
                 each(buf);
             }
         }
@@ -91,10 +100,10 @@ fn folded_words(text: &str, buf: &mut String, mut each: impl FnMut(&str)) {
         while at < bytes.len() && bytes[at].is_ascii_alphanumeric() {
             at += 1;
         }
-        if at - start <= MAX_WORD_BYTES {
-            buf.clear();
-            buf.push_str(&text[start..at]);
-            buf.make_ascii_lowercase();
+        buf.clear();
+        buf.push_str(&text[start..at]);
+        buf.make_ascii_lowercase();
+        if kept(buf) {
             each(buf);
         }
     }
@@ -313,7 +322,7 @@ impl Index {
                         }
                     };
                     // Numbers are mostly one-offs (and need no stemming): not remembered.
-                    if words.len() < WORD_CACHE && !word.bytes().all(|b| b.is_ascii_digit()) {
+                    if words.len() < WORD_CACHE && !is_number(word) {
                         words.insert(word.into(), t);
                     }
                     t
@@ -812,7 +821,7 @@ impl MemIndex {
             .iter()
             .filter_map(|t| {
                 fold(t, &mut buf);
-                (!buf.is_empty() && buf.len() <= MAX_WORD_BYTES).then(|| stem(&stemmer, &buf))
+                kept(&buf).then(|| stem(&stemmer, &buf))
             })
             .collect();
         let g = self.index.read().ok()?;

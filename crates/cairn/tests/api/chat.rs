@@ -514,9 +514,7 @@ pub async fn add_model(
 }
 
 async fn a_real_model_answers_with_usage_and_cost(backend: Backend) {
-    let Ok(url) = std::env::var("CAIRN_TEST_LLM_URL") else {
-        assert!(std::env::var("CAIRN_TEST_REQUIRE_LLM").is_err());
-        eprintln!("skipped: CAIRN_TEST_LLM_URL is not set");
+    let Some(url) = crate::helpers::peer_var("CAIRN_TEST_LLM_URL", "CAIRN_TEST_REQUIRE_LLM") else {
         return;
     };
     let app = TestApp::spawn(backend).await;

@@ -41,42 +41,46 @@ macro_rules! on_both_backends {
 }
 pub(crate) use on_both_backends;
 
-pub fn postgres_available() -> bool {
-    let available = cairn_store::testing::postgres_admin_url().is_some();
-    if !available {
+/// Whether a peer a test needs is here. When it is not, the test is skipped (`missing` says
+/// why), unless `require` — a `CAIRN_TEST_REQUIRE_*` variable, which CI sets — demands it.
+pub fn peer_present(present: bool, require: &str, missing: &str) -> bool {
+    if !present {
         assert!(
-            std::env::var_os("CAIRN_TEST_REQUIRE_POSTGRES").is_none(),
-            "CAIRN_TEST_REQUIRE_POSTGRES is set but CAIRN_TEST_POSTGRES_URL is not"
+            std::env::var_os(require).is_none(),
+            "{require} is set but {missing}"
         );
-        eprintln!("skipped: CAIRN_TEST_POSTGRES_URL is not set");
+        eprintln!("skipped: {missing}");
     }
-    available
+    present
+}
+
+/// A non-empty environment variable naming a peer, or `None` (see [`peer_present`]).
+pub fn peer_var(name: &str, require: &str) -> Option<String> {
+    let value = std::env::var(name).ok().filter(|v| !v.is_empty());
+    peer_present(value.is_some(), require, &format!("{name} is not set"));
+    value
+}
+
+pub fn postgres_available() -> bool {
+    peer_present(
+        cairn_store::testing::postgres_admin_url().is_some(),
+        "CAIRN_TEST_REQUIRE_POSTGRES",
+        "CAIRN_TEST_POSTGRES_URL is not set",
+    )
 }
 
 pub fn redis_url() -> Option<String> {
     let url = cairn_store::testing::redis_url();
-    if url.is_none() {
-        assert!(
-            std::env::var_os("CAIRN_TEST_REQUIRE_REDIS").is_none(),
-            "CAIRN_TEST_REQUIRE_REDIS is set but CAIRN_TEST_REDIS_URL is not"
-        );
-        eprintln!("skipped: CAIRN_TEST_REDIS_URL is not set");
-    }
+    peer_present(
+        url.is_some(),
+        "CAIRN_TEST_REQUIRE_REDIS",
+        "CAIRN_TEST_REDIS_URL is not set",
+    );
     url
 }
 
 pub fn s3_url() -> Option<String> {
-    let url = std::env::var("CAIRN_TEST_S3_URL")
-        .ok()
-        .filter(|u| !u.is_empty());
-    if url.is_none() {
-        assert!(
-            std::env::var_os("CAIRN_TEST_REQUIRE_S3").is_none(),
-            "CAIRN_TEST_REQUIRE_S3 is set but CAIRN_TEST_S3_URL is not"
-        );
-        eprintln!("skipped: CAIRN_TEST_S3_URL is not set");
-    }
-    url
+    peer_var("CAIRN_TEST_S3_URL", "CAIRN_TEST_REQUIRE_S3")
 }
 
 #[derive(Deserialize)]

@@ -12,17 +12,7 @@ use crate::helpers::*;
 use crate::search::model_dir;
 
 fn python() -> Option<String> {
-    match std::env::var("CAIRN_TEST_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            assert!(
-                std::env::var("CAIRN_TEST_REQUIRE_LLM").is_err(),
-                "CAIRN_TEST_PYTHON is required"
-            );
-            eprintln!("skipped: CAIRN_TEST_PYTHON (with the openai SDK) is not set");
-            None
-        }
-    }
+    crate::helpers::peer_var("CAIRN_TEST_PYTHON", "CAIRN_TEST_REQUIRE_LLM")
 }
 
 async fn the_official_sdk_works_unmodified(backend: Backend) {

@@ -11,16 +11,7 @@ use crate::helpers::*;
 /// The all-MiniLM-L6-v2 directory, or None (tests of the semantic parts then only run keyword
 /// checks, unless `CAIRN_TEST_REQUIRE_MODEL` demands the model).
 pub fn model_dir() -> Option<String> {
-    match std::env::var("CAIRN_TEST_MODEL_DIR") {
-        Ok(d) if !d.is_empty() => Some(d),
-        _ => {
-            assert!(
-                std::env::var("CAIRN_TEST_REQUIRE_MODEL").is_err(),
-                "CAIRN_TEST_MODEL_DIR is not set but CAIRN_TEST_REQUIRE_MODEL is"
-            );
-            None
-        }
-    }
+    crate::helpers::peer_var("CAIRN_TEST_MODEL_DIR", "CAIRN_TEST_REQUIRE_MODEL")
 }
 
 async fn add(app: &TestApp, s: &Session, c: &str, name: &str, text: &str) -> String {

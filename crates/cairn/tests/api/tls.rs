@@ -510,14 +510,11 @@ fn pebble_available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CAIRN_TEST_REQUIRE_PEBBLE").is_none(),
-            "CAIRN_TEST_REQUIRE_PEBBLE is set but `pebble` is not installed (scripts/services.sh installs it)"
-        );
-        eprintln!("skipped: `pebble` is not installed");
-    }
-    found
+    crate::helpers::peer_present(
+        found,
+        "CAIRN_TEST_REQUIRE_PEBBLE",
+        "`pebble` is not installed (scripts/services.sh installs it)",
+    )
 }
 
 impl Pebble {
